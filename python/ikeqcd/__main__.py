@@ -1,0 +1,3 @@
+from ikeqcd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""The one exception hierarchy of ikeqcd.
+
+Every error the package raises on purpose is an :class:`IkeQcdError`. Errors caused by a wrong
+argument also subclass :class:`ValueError`, so ``except ValueError`` keeps working for callers
+that do not know this package. The native core raises these same classes.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "IkeQcdError",
+    "InvalidArgument",
+    "InvalidSecret",
+    "InvalidAlgorithm",
+    "InvalidTokenLength",
+    "InvalidGeneration",
+    "InvalidArray",
+    "InvalidSpi",
+    "InvalidAddress",
+    "InvalidToken",
+    "InvalidPolicy",
+    "MalformedMessage",
+    "CapacityError",
+    "SecretFileError",
+]
+
+
+class IkeQcdError(Exception):
+    """Base class of every error raised by ikeqcd."""
+
+
+class InvalidArgument(IkeQcdError, ValueError):
+    """An argument has the wrong value, size, type or shape."""
+
+
+class InvalidSecret(InvalidArgument):
+    """A secret is missing, of the wrong type, too short or too long, or there are more than 4."""
+
+
+class InvalidAlgorithm(InvalidArgument):
+    """The algorithm is not ``hmac-sha256``, ``hmac-sha512`` or ``hmac-sha1``."""
+
+
+class InvalidTokenLength(InvalidArgument):
+    """``token_len`` is outside 16..digest size (RFC 6290 §5: tokens are 16..128 octets)."""
+
+
+class InvalidGeneration(InvalidArgument):
+    """A secret generation index that the maker does not have."""
+
+
+class InvalidArray(InvalidArgument):
+    """A numpy array of the wrong dtype, dimensionality, contiguity or length."""
+
+
+class InvalidSpi(InvalidArgument):
+    """An SPI that is not an integer in 0..2**64-1."""
+
+
+class InvalidAddress(InvalidArgument):
+    """A §5.2 taker address that is not 4 (IPv4) or 16 (IPv6) octets."""
+
+
+class InvalidToken(InvalidArgument):
+    """A token of the wrong type or length."""
+
+
+class InvalidPolicy(InvalidArgument):
+    """A policy option with an impossible value."""
+
+
+class MalformedMessage(IkeQcdError, ValueError):
+    """A datagram or payload that does not parse as IKEv2; the message says where and why."""
+
+
+class CapacityError(IkeQcdError):
+    """A configured capacity would be exceeded."""
+
+
+class SecretFileError(IkeQcdError):
+    """The secret file is missing where required, corrupt, of a wrong version or too open."""

@@ -1,0 +1,301 @@
+//! HMAC with precomputed ipad/opad states (RFC 2104 §4), over the raw compression functions of
+//! the audited RustCrypto `sha2` and `sha1` crates (which pick SHA-NI at run time).
+//!
+//! Why not `hmac::Hmac` per token: cloning a keyed `Hmac` and finalising it goes through the
+//! generic buffering machinery and ran at 6.3 M tokens/s here, against 6.6 M/s for the bare
+//! compressions; more importantly this form lets us build the one padded block of a QCD token
+//! directly. Every kernel is cross-checked against `hmac::Hmac` (the reference) by proptest in
+//! `rust/token.rs` and by the RFC 4231 / RFC 2202 vectors in `tests/core_vectors.rs`.
+#![forbid(unsafe_code)]
+
+use zeroize::Zeroize;
+
+/// Largest block of the supported hashes (SHA-512: 128 octets).
+pub const MAX_BLOCK: usize = 128;
+/// Largest digest of the supported hashes (SHA-512: 64 octets).
+pub const MAX_DIGEST: usize = 64;
+
+/// A Merkle–Damgård hash given by its compression function.
+pub trait Kernel {
+    /// Chaining state (array of words).
+    type State: Copy + Zeroize;
+    /// Block size in octets.
+    const BLOCK: usize;
+    /// Octets of the length field in the final block.
+    const LEN_BYTES: usize;
+    /// Digest size in octets.
+    const DIGEST: usize;
+    /// The initial chaining value.
+    const IV: Self::State;
+    /// Compress one block (`block.len() == BLOCK`).
+    fn compress(state: &mut Self::State, block: &[u8]);
+    /// Write the first `out.len()` (<= DIGEST) octets of the big-endian digest.
+    fn write(state: &Self::State, out: &mut [u8]);
+}
+
+/// SHA-256.
+pub struct K256;
+/// SHA-512.
+pub struct K512;
+/// SHA-1.
+pub struct K1;
+
+impl Kernel for K256 {
+    type State = [u32; 8];
+    const BLOCK: usize = 64;
+    const LEN_BYTES: usize = 8;
+    const DIGEST: usize = 32;
+    const IV: [u32; 8] = [
+        0x6a09_e667,
+        0xbb67_ae85,
+        0x3c6e_f372,
+        0xa54f_f53a,
+        0x510e_527f,
+        0x9b05_688c,
+        0x1f83_d9ab,
+        0x5be0_cd19,
+    ];
+    #[inline(always)]
+    fn compress(state: &mut Self::State, block: &[u8]) {
+        let b: &[u8; 64] = block.try_into().expect("block is 64 octets");
+        sha2::block_api::compress256(state, std::slice::from_ref(b));
+    }
+    #[inline(always)]
+    fn write(state: &Self::State, out: &mut [u8]) {
+        write_words32(state, out);
+    }
+}
+
+impl Kernel for K1 {
+    type State = [u32; 5];
+    const BLOCK: usize = 64;
+    const LEN_BYTES: usize = 8;
+    const DIGEST: usize = 20;
+    const IV: [u32; 5] = [
+        0x6745_2301,
+        0xefcd_ab89,
+        0x98ba_dcfe,
+        0x1032_5476,
+        0xc3d2_e1f0,
+    ];
+    #[inline(always)]
+    fn compress(state: &mut Self::State, block: &[u8]) {
+        let b: &[u8; 64] = block.try_into().expect("block is 64 octets");
+        sha1::block_api::compress(state, std::slice::from_ref(b));
+    }
+    #[inline(always)]
+    fn write(state: &Self::State, out: &mut [u8]) {
+        write_words32(state, out);
+    }
+}
+
+impl Kernel for K512 {
+    type State = [u64; 8];
+    const BLOCK: usize = 128;
+    const LEN_BYTES: usize = 16;
+    const DIGEST: usize = 64;
+    const IV: [u64; 8] = [
+        0x6a09_e667_f3bc_c908,
+        0xbb67_ae85_84ca_a73b,
+        0x3c6e_f372_fe94_f82b,
+        0xa54f_f53a_5f1d_36f1,
+        0x510e_527f_ade6_82d1,
+        0x9b05_688c_2b3e_6c1f,
+        0x1f83_d9ab_fb41_bd6b,
+        0x5be0_cd19_137e_2179,
+    ];
+    #[inline(always)]
+    fn compress(state: &mut Self::State, block: &[u8]) {
+        let b: &[u8; 128] = block.try_into().expect("block is 128 octets");
+        sha2::block_api::compress512(state, std::slice::from_ref(b));
+    }
+    #[inline(always)]
+    fn write(state: &Self::State, out: &mut [u8]) {
+        for (chunk, w) in out.chunks_mut(8).zip(state.iter()) {
+            let be = w.to_be_bytes();
+            chunk.copy_from_slice(&be[..chunk.len()]);
+        }
+    }
+}
+
+#[inline(always)]
+fn write_words32(state: &[u32], out: &mut [u8]) {
+    for (chunk, w) in out.chunks_mut(4).zip(state.iter()) {
+        let be = w.to_be_bytes();
+        chunk.copy_from_slice(&be[..chunk.len()]);
+    }
+}
+
+/// Continue hashing from `state`, which has already absorbed `absorbed` octets (a multiple of
+/// the block size), over the concatenation of `parts`, and return the final chaining state.
+fn finish<K: Kernel>(mut state: K::State, absorbed: usize, parts: &[&[u8]]) -> K::State {
+    let mut buf = [0u8; MAX_BLOCK];
+    let mut fill = 0usize;
+    let mut total = absorbed as u128;
+    for part in parts {
+        let mut p: &[u8] = part;
+        total += p.len() as u128;
+        while !p.is_empty() {
+            let take = (K::BLOCK - fill).min(p.len());
+            buf[fill..fill + take].copy_from_slice(&p[..take]);
+            fill += take;
+            p = &p[take..];
+            if fill == K::BLOCK {
+                K::compress(&mut state, &buf[..K::BLOCK]);
+                fill = 0;
+            }
+        }
+    }
+    buf[fill] = 0x80;
+    buf[fill + 1..K::BLOCK].fill(0);
+    if fill + 1 + K::LEN_BYTES > K::BLOCK {
+        K::compress(&mut state, &buf[..K::BLOCK]);
+        buf[..K::BLOCK].fill(0);
+    }
+    let bits = (total * 8).to_be_bytes(); // 16 octets
+    buf[K::BLOCK - K::LEN_BYTES..K::BLOCK].copy_from_slice(&bits[16 - K::LEN_BYTES..]);
+    K::compress(&mut state, &buf[..K::BLOCK]);
+    buf.zeroize();
+    state
+}
+
+/// The ipad and opad chaining states of one HMAC key. Zeroized on drop.
+pub struct Keyed<K: Kernel> {
+    inner: K::State,
+    outer: K::State,
+}
+
+impl<K: Kernel> Clone for Keyed<K> {
+    fn clone(&self) -> Self {
+        Keyed {
+            inner: self.inner,
+            outer: self.outer,
+        }
+    }
+}
+
+impl<K: Kernel> Drop for Keyed<K> {
+    fn drop(&mut self) {
+        self.inner.zeroize();
+        self.outer.zeroize();
+    }
+}
+
+impl<K: Kernel> Keyed<K> {
+    /// Precompute the two states for `key` (any length; keys longer than a block are hashed
+    /// first, as RFC 2104 says).
+    #[must_use]
+    pub fn new(key: &[u8]) -> Self {
+        let mut kb = [0u8; MAX_BLOCK];
+        if key.len() > K::BLOCK {
+            let st = finish::<K>(K::IV, 0, &[key]);
+            K::write(&st, &mut kb[..K::DIGEST]);
+        } else {
+            kb[..key.len()].copy_from_slice(key);
+        }
+        let mut pad = [0u8; MAX_BLOCK];
+        for (p, k) in pad[..K::BLOCK].iter_mut().zip(kb.iter()) {
+            *p = k ^ 0x36;
+        }
+        let mut inner = K::IV;
+        K::compress(&mut inner, &pad[..K::BLOCK]);
+        for (p, k) in pad[..K::BLOCK].iter_mut().zip(kb.iter()) {
+            *p = k ^ 0x5c;
+        }
+        let mut outer = K::IV;
+        K::compress(&mut outer, &pad[..K::BLOCK]);
+        kb.zeroize();
+        pad.zeroize();
+        Keyed { inner, outer }
+    }
+
+    /// HMAC over the concatenation of `parts`, truncated to `out.len()` (<= DIGEST) octets.
+    pub fn mac(&self, parts: &[&[u8]], out: &mut [u8]) {
+        let st = finish::<K>(self.inner, K::BLOCK, parts);
+        self.outer_into(&st, out);
+    }
+
+    /// The fast path of a QCD token: the message is SPI-I || SPI-R || `addr` (0, 4 or 16
+    /// octets), which always fits one block with its padding.
+    #[inline(always)]
+    pub fn mac_spis(&self, spi_i: u64, spi_r: u64, addr: &[u8], out: &mut [u8]) {
+        let mut block = [0u8; MAX_BLOCK];
+        block[..8].copy_from_slice(&spi_i.to_be_bytes());
+        block[8..16].copy_from_slice(&spi_r.to_be_bytes());
+        let n = 16 + addr.len();
+        block[16..n].copy_from_slice(addr);
+        block[n] = 0x80;
+        let bits = (((K::BLOCK + n) as u64) * 8).to_be_bytes();
+        block[K::BLOCK - 8..K::BLOCK].copy_from_slice(&bits);
+        let mut st = self.inner;
+        K::compress(&mut st, &block[..K::BLOCK]);
+        self.outer_into(&st, out);
+    }
+
+    #[inline(always)]
+    fn outer_into(&self, inner_state: &K::State, out: &mut [u8]) {
+        let mut block = [0u8; MAX_BLOCK];
+        K::write(inner_state, &mut block[..K::DIGEST]);
+        block[K::DIGEST] = 0x80;
+        let bits = (((K::BLOCK + K::DIGEST) as u64) * 8).to_be_bytes();
+        block[K::BLOCK - 8..K::BLOCK].copy_from_slice(&bits);
+        let mut st = self.outer;
+        K::compress(&mut st, &block[..K::BLOCK]);
+        K::write(&st, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hmac::{Hmac, KeyInit, Mac};
+    use proptest::prelude::*;
+
+    macro_rules! reference {
+        ($d:ty, $key:expr, $msg:expr) => {{
+            let mut m = <Hmac<$d> as KeyInit>::new_from_slice($key).unwrap();
+            m.update($msg);
+            m.finalize().into_bytes().to_vec()
+        }};
+    }
+
+    fn ours<K: Kernel>(key: &[u8], msg: &[u8]) -> Vec<u8> {
+        let mut out = vec![0u8; K::DIGEST];
+        Keyed::<K>::new(key).mac(&[msg], &mut out);
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn matches_hmac_crate(key in proptest::collection::vec(any::<u8>(), 0..300),
+                              msg in proptest::collection::vec(any::<u8>(), 0..400)) {
+            prop_assert_eq!(ours::<K256>(&key, &msg), reference!(sha2::Sha256, &key, &msg));
+            prop_assert_eq!(ours::<K512>(&key, &msg), reference!(sha2::Sha512, &key, &msg));
+            prop_assert_eq!(ours::<K1>(&key, &msg), reference!(sha1::Sha1, &key, &msg));
+        }
+
+        #[test]
+        fn spi_fast_path_matches(key in proptest::collection::vec(any::<u8>(), 16..100),
+                                 a in any::<u64>(), b in any::<u64>(),
+                                 addr_len in prop_oneof![Just(0usize), Just(4), Just(16)],
+                                 addr_byte in any::<u8>()) {
+            let addr = vec![addr_byte; addr_len];
+            let mut msg = Vec::new();
+            msg.extend_from_slice(&a.to_be_bytes());
+            msg.extend_from_slice(&b.to_be_bytes());
+            msg.extend_from_slice(&addr);
+            let k = Keyed::<K256>::new(&key);
+            let mut out = [0u8; 32];
+            k.mac_spis(a, b, &addr, &mut out);
+            prop_assert_eq!(out.to_vec(), reference!(sha2::Sha256, &key, &msg));
+            let k = Keyed::<K512>::new(&key);
+            let mut out = [0u8; 64];
+            k.mac_spis(a, b, &addr, &mut out);
+            prop_assert_eq!(out.to_vec(), reference!(sha2::Sha512, &key, &msg));
+            let k = Keyed::<K1>::new(&key);
+            let mut out = [0u8; 20];
+            k.mac_spis(a, b, &addr, &mut out);
+            prop_assert_eq!(out.to_vec(), reference!(sha1::Sha1, &key, &msg));
+        }
+    }
+}

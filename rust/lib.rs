@@ -1,0 +1,26 @@
+//! ikeqcd's core: IKEv2 Quick Crash Detection (RFC 6290) without any Python in it.
+//!
+//! - [`token`]: HMAC token derivation (RFC 6290 §5.1/§5.2) and constant-time verification,
+//!   single and in batches, with up to four secret generations;
+//! - [`kernel`]: HMAC with precomputed pad states over the `sha2`/`sha1` compression functions;
+//! - [`ct`]: the one place where secret-dependent bytes are compared;
+//! - [`par`]: the rayon helper the batch paths share.
+//!
+//! ```
+//! use _core::token::{Algorithm, TokenMaker};
+//! let maker = TokenMaker::new(&[&[7u8; 32]], Algorithm::HmacSha256, None).unwrap();
+//! let token = maker.derive(0, 0x1111, 0x2222, &[]).unwrap();
+//! assert_eq!(token.len(), 32);
+//! assert!(maker.verify(0x1111, 0x2222, &token, &[]).unwrap());
+//! assert!(!maker.verify(0x2222, 0x1111, &token, &[]).unwrap());
+//! ```
+#![deny(rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
+
+pub mod ct;
+pub mod error;
+pub mod kernel;
+pub mod par;
+pub mod token;
+
+#[cfg(feature = "python")]
+mod py;

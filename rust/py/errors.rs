@@ -1,0 +1,33 @@
+//! The single mapping from `CoreError` to the exception classes of `ikeqcd.errors`.
+
+use pyo3::PyErr;
+
+use crate::error::CoreError;
+
+pyo3::import_exception!(ikeqcd.errors, InvalidSecret);
+pyo3::import_exception!(ikeqcd.errors, InvalidAlgorithm);
+pyo3::import_exception!(ikeqcd.errors, InvalidTokenLength);
+pyo3::import_exception!(ikeqcd.errors, InvalidGeneration);
+pyo3::import_exception!(ikeqcd.errors, InvalidArray);
+pyo3::import_exception!(ikeqcd.errors, InvalidSpi);
+pyo3::import_exception!(ikeqcd.errors, InvalidAddress);
+pyo3::import_exception!(ikeqcd.errors, InvalidToken);
+pyo3::import_exception!(ikeqcd.errors, MalformedMessage);
+pyo3::import_exception!(ikeqcd.errors, CapacityError);
+
+impl From<CoreError> for PyErr {
+    fn from(e: CoreError) -> PyErr {
+        match e {
+            CoreError::InvalidSecret(m) => InvalidSecret::new_err(m),
+            CoreError::InvalidAlgorithm(m) => InvalidAlgorithm::new_err(m),
+            CoreError::InvalidTokenLength(m) => InvalidTokenLength::new_err(m),
+            CoreError::InvalidGeneration(m) => InvalidGeneration::new_err(m),
+            CoreError::ShapeMismatch(m) => InvalidArray::new_err(m),
+            CoreError::InvalidSpi(m) => InvalidSpi::new_err(m),
+            CoreError::InvalidAddress(m) => InvalidAddress::new_err(m),
+            CoreError::InvalidToken(m) => InvalidToken::new_err(m),
+            CoreError::Malformed(m) => MalformedMessage::new_err(m),
+            CoreError::CapacityExceeded(m) => CapacityError::new_err(m),
+        }
+    }
+}

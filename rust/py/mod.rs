@@ -1,0 +1,31 @@
+//! PyO3 bindings: type conversion, GIL release and error mapping only. No logic lives here.
+
+mod convert;
+mod detach;
+mod errors;
+mod token;
+
+use pyo3::prelude::*;
+
+/// The native module `ikeqcd._core`. Users import from `ikeqcd`, never from here.
+#[pymodule(gil_used = false)]
+mod _core {
+    #[pymodule_export]
+    use super::token::{hmac_py, PyTokenMaker};
+
+    use pyo3::prelude::*;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        let profile = if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        };
+        m.add("build_profile", profile)?;
+        m.add("DETACH_THRESHOLD", super::detach::DETACH_THRESHOLD)?;
+        m.add("PAR_THRESHOLD", crate::par::PAR_THRESHOLD)?;
+        Ok(())
+    }
+}
