@@ -27,6 +27,8 @@ pub enum CoreError {
     Malformed(String),
     /// A configured capacity would be exceeded.
     CapacityExceeded(String),
+    /// A policy or limiter option has an impossible value.
+    InvalidPolicy(String),
 }
 
 impl fmt::Display for CoreError {
@@ -41,7 +43,8 @@ impl fmt::Display for CoreError {
             | CoreError::InvalidAddress(m)
             | CoreError::InvalidToken(m)
             | CoreError::Malformed(m)
-            | CoreError::CapacityExceeded(m) => f.write_str(m),
+            | CoreError::CapacityExceeded(m)
+            | CoreError::InvalidPolicy(m) => f.write_str(m),
         }
     }
 }

@@ -3,8 +3,11 @@
 //! - [`token`]: HMAC token derivation (RFC 6290 §5.1/§5.2) and constant-time verification,
 //!   single and in batches, with up to four secret generations;
 //! - [`kernel`]: HMAC with precomputed pad states over the `sha2`/`sha1` compression functions;
+//! - [`shani`]: interleaved SHA-NI compression for the HMAC-SHA-256 batch path (the only
+//!   `unsafe` in the crate);
 //! - [`ct`]: the one place where secret-dependent bytes are compared;
-//! - [`par`]: the rayon helper the batch paths share.
+//! - [`par`]: the rayon helper the batch paths share;
+//! - [`ratelimit`]: keyed token buckets with bounded memory (reply and verification limits).
 //!
 //! ```
 //! use _core::token::{Algorithm, TokenMaker};
@@ -20,6 +23,8 @@ pub mod ct;
 pub mod error;
 pub mod kernel;
 pub mod par;
+pub mod ratelimit;
+pub mod shani;
 pub mod token;
 
 #[cfg(feature = "python")]

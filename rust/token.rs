@@ -347,6 +347,10 @@ impl TokenMaker {
             let n = chunk.len() / tl;
             let ii = &spi_i[first..first + n];
             let rr = &spi_r[first..first + n];
+            if let KeyState::S256(k) = key {
+                k.mac_spis_batch(crate::shani::Lanes::new(), ii, rr, chunk, tl);
+                return;
+            }
             for ((row, &a), &b) in chunk.chunks_exact_mut(tl).zip(ii).zip(rr) {
                 key.mac_spis(a, b, &[], row);
             }

@@ -106,3 +106,30 @@ class TokenMaker:
 
 def _hmac(algorithm: str, key: bytes, data: bytes, /) -> bytes:
     """Full-length HMAC (known-answer-test hook; any key length)."""
+
+@final
+class RateLimiter:
+    """Keyed token buckets with bounded memory (RFC 6290 §8.1 reply/verification limits).
+
+    Keys are 64-bit: an IPv4 address as an int, or an IPv6 address's upper 64 bits (its /64).
+    At most ``max_keys`` buckets are held; fully refilled buckets are forgotten first, and when
+    all are active new keys share one overflow bucket (a spoofed flood cannot grow memory).
+
+    Args:
+        rate: tokens per second (``math.inf`` for no limit).
+        burst: bucket size.
+        max_keys: most buckets held.
+
+    Raises:
+        InvalidPolicy: a negative or NaN rate/burst, or ``max_keys`` 0.
+    """
+
+    def __new__(cls, rate: float, burst: float, /, *, max_keys: int = 65536) -> RateLimiter: ...
+    def allow(self, key: int, now: float, /) -> bool:
+        """Take one token for ``key`` at time ``now`` (seconds); True if allowed."""
+    def allow_many(self, keys: npt.NDArray[np.uint64], now: float, /) -> npt.NDArray[np.bool_]:
+        """:meth:`allow` for each key in order, all at time ``now``."""
+    @property
+    def counts(self) -> tuple[int, int]:
+        """(allowed, refused) so far."""
+    def __len__(self) -> int: ...

@@ -3,6 +3,7 @@
 mod convert;
 mod detach;
 mod errors;
+mod ratelimit;
 mod token;
 
 use pyo3::prelude::*;
@@ -10,6 +11,8 @@ use pyo3::prelude::*;
 /// The native module `ikeqcd._core`. Users import from `ikeqcd`, never from here.
 #[pymodule(gil_used = false)]
 mod _core {
+    #[pymodule_export]
+    use super::ratelimit::PyRateLimiter;
     #[pymodule_export]
     use super::token::{hmac_py, PyTokenMaker};
 

@@ -1,0 +1,360 @@
+"""The token taker: decide, from an unprotected message, whether a peer has restarted.
+
+:class:`FailureDetector` owns the decisions and leaves the actions to the IKE daemon that
+embeds it. It keeps the peer tokens in an :class:`~ikeqcd.SaTable` (stored only from protected
+exchanges, RFC 6290 §4.4), tracks the liveness requests in flight (for the issue-202 "pending
+request" rule), and turns each unprotected INVALID_IKE_SPI / INVALID_SPI message into a
+:class:`Verdict`. Decisions held back by the accept delay come out of :meth:`poll`.
+
+What the owner does with the outcome:
+
+- :class:`PeerRestarted` — silently delete the IKE SA and all its Child SAs, no Delete payload,
+  no response (§3, §4.5); with ``make_before_break`` first re-establish, then delete the old SA.
+  The detector has already forgotten the token and any pending request of that SA.
+- :class:`CheckLiveness` — a plain INVALID_IKE_SPI arrived: start (rate-limited) one liveness
+  check, never a teardown (RFC 7296 §2.21.4, spec case 41).
+- :class:`RestartCancelled` — a held decision was cancelled because a genuine protected
+  response arrived during the accept delay: the unprotected token was a forgery or a replay.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import time
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from ikeqcd._core import RateLimiter
+from ikeqcd._keys import source_key
+from ikeqcd.errors import InvalidArgument, MalformedMessage
+from ikeqcd.policy import TakerPolicy
+from ikeqcd.table import SaTable, TokenCheck
+from ikeqcd.wire import parse_qcd_reply
+
+__all__ = [
+    "CheckLiveness",
+    "Event",
+    "FailureDetector",
+    "PeerRestarted",
+    "RestartCancelled",
+    "Verdict",
+    "VerdictKind",
+]
+
+Pair = tuple[int, int]
+
+
+class VerdictKind(enum.Enum):
+    """What :meth:`FailureDetector.receive` concluded."""
+
+    PEER_RESTARTED = "peer restarted"
+    DEFERRED = "deferred (accept delay)"
+    NO_TOKEN = "ignored: no token (liveness check requested)"
+    NO_SA = "ignored: no such SA"
+    MISMATCH = "ignored: token mismatch"
+    NOT_PENDING = "ignored: no request outstanding"
+    WRONG_MESSAGE_ID = "ignored: message ID does not match the outstanding request"
+    NOT_INVALID_IKE_SPI = "ignored: token without INVALID_IKE_SPI"
+    DAMPENED = "ignored: peer dampened"
+    RATE_LIMITED = "ignored: verification rate limit"
+    MALFORMED = "ignored: malformed"
+    NOT_A_REPLY = "ignored: not an unprotected QCD reply"
+    DISABLED = "ignored: not a token taker"
+
+
+@dataclass(frozen=True)
+class PeerRestarted:
+    """The peer restarted and lost this IKE SA: tear it down (or rebuild first)."""
+
+    spi_i: int
+    spi_r: int
+    source: tuple[str, int]
+    at: float
+    via: str  # "invalid_ike_spi" or "invalid_spi"
+    make_before_break: bool
+
+
+@dataclass(frozen=True)
+class CheckLiveness:
+    """Start one liveness check for this SA (a plain INVALID_IKE_SPI arrived)."""
+
+    spi_i: int
+    spi_r: int
+    at: float
+
+
+@dataclass(frozen=True)
+class RestartCancelled:
+    """A held restart decision was cancelled by a genuine protected response."""
+
+    spi_i: int
+    spi_r: int
+    at: float
+
+
+Event = PeerRestarted | CheckLiveness | RestartCancelled
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one unprotected message."""
+
+    kind: VerdictKind
+    spi_i: int | None = None
+    spi_r: int | None = None
+    detail: str = ""
+    event: Event | None = None
+
+    @property
+    def restarted(self) -> bool:
+        """True when the SA is to be torn down now."""
+        return self.kind is VerdictKind.PEER_RESTARTED
+
+
+@dataclass
+class _Held:
+    due: float
+    source: tuple[str, int]
+    via: str
+
+
+@dataclass
+class _Counters:
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+    def bump(self, kind: VerdictKind) -> None:
+        self.by_kind[kind.name] = self.by_kind.get(kind.name, 0) + 1
+
+
+class FailureDetector:
+    """Token-taker decisions for many IKE SAs (RFC 6290 §3, §4.4, §4.5, §5.3, §8.1, §8.2).
+
+    Args:
+        table: where peer tokens live (created if omitted).
+        policy: :meth:`TakerPolicy.hardened` by default; :meth:`TakerPolicy.rfc6290` for the
+            plain RFC.
+        clock: monotonic seconds; tests pass a fake clock.
+        peer_of: maps an SA to its peer identity for dampening; by default the source address
+            of the unprotected message is used.
+    """
+
+    def __init__(
+        self,
+        table: SaTable | None = None,
+        *,
+        policy: TakerPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        peer_of: Callable[[int, int], Hashable] | None = None,
+    ) -> None:
+        self.table = table if table is not None else SaTable()
+        self.policy = policy if policy is not None else TakerPolicy.hardened()
+        self._clock = clock
+        self._peer_of = peer_of
+        self._pending: dict[Pair, int] = {}
+        self._held: dict[Pair, _Held] = {}
+        self._dampened: dict[Hashable, float] = {}
+        self._children: dict[int, Pair] = {}
+        self._events: list[Event] = []
+        p = self.policy
+        self._verify_limit = RateLimiter(p.verify_rate, p.verify_burst, max_keys=p.max_sources)
+        self._liveness_limit = RateLimiter(p.liveness_rate, max(1.0, p.liveness_rate), max_keys=1)
+        self._counters = _Counters()
+
+    def __repr__(self) -> str:
+        return (
+            f"FailureDetector(policy={self.policy.name!r}, sas={len(self.table)}, "
+            f"pending={len(self._pending)}, held={len(self._held)})"
+        )
+
+    # -- protected side: what the IKE daemon tells us ------------------------------------
+
+    def token_received(self, spi_i: int, spi_r: int, token: bytes) -> None:
+        """A QCD_TOKEN arrived in a *protected* exchange (IKE_AUTH, rekey response, or a
+        gratuitous INFORMATIONAL): store it, replacing the SA's current one (§3, §4.4)."""
+        self.table.insert(spi_i, spi_r, token)
+
+    def tokens_received(
+        self,
+        spi_i: npt.NDArray[np.uint64],
+        spi_r: npt.NDArray[np.uint64],
+        tokens: npt.NDArray[np.uint8],
+    ) -> None:
+        """Batch :meth:`token_received` (for staging many SAs at once)."""
+        self.table.insert_many(spi_i, spi_r, tokens)
+
+    def sa_deleted(self, spi_i: int, spi_r: int) -> None:
+        """The SA was deleted or expired: forget its token(s) and state (§5.3)."""
+        pair = (spi_i, spi_r)
+        self.table.remove(spi_i, spi_r)
+        self._pending.pop(pair, None)
+        self._held.pop(pair, None)
+        for child in [c for c, p in self._children.items() if p == pair]:
+            del self._children[child]
+
+    def child_sa_added(self, child_spi: int, spi_i: int, spi_r: int) -> None:
+        """Remember which IKE SA owns an inbound ESP/AH SPI (for the §8.2 INVALID_SPI path)."""
+        if not 0 <= child_spi < 2**32:
+            raise InvalidArgument(f"child_spi must be a 32-bit SPI, got {child_spi!r}")
+        self._children[child_spi] = (spi_i, spi_r)
+
+    def child_sa_deleted(self, child_spi: int) -> None:
+        """Forget a Child SA's SPI."""
+        self._children.pop(child_spi, None)
+
+    def request_sent(self, spi_i: int, spi_r: int, message_id: int) -> None:
+        """A protected request (e.g. a liveness check) went out on this SA."""
+        self._pending[(spi_i, spi_r)] = message_id
+
+    def response_received(self, spi_i: int, spi_r: int, message_id: int) -> None:
+        """A genuine protected response arrived: the peer is alive. Cancels a held restart."""
+        pair = (spi_i, spi_r)
+        if self._pending.get(pair) == message_id:
+            del self._pending[pair]
+        if self._held.pop(pair, None) is not None:
+            self._events.append(RestartCancelled(spi_i, spi_r, self._clock()))
+
+    # -- unprotected side ----------------------------------------------------------------
+
+    def _verdict(self, kind: VerdictKind, pair: Pair | None = None, detail: str = "",
+                 event: Event | None = None) -> Verdict:
+        self._counters.bump(kind)
+        if pair is None:
+            return Verdict(kind, detail=detail, event=event)
+        return Verdict(kind, pair[0], pair[1], detail, event)
+
+    def receive(self, datagram: bytes, source: tuple[str, int], *, nat_t: bool | None = None) -> Verdict:
+        """Judge one unprotected datagram that claims to be a QCD reply (never raises on
+        network input: malformed data is a verdict)."""
+        if not self.policy.enabled:
+            return self._verdict(VerdictKind.DISABLED)
+        now = self._clock()
+        try:
+            reply = parse_qcd_reply(datagram, nat_t=nat_t)
+        except MalformedMessage as e:
+            return self._verdict(VerdictKind.MALFORMED, detail=str(e))
+
+        if reply.has_invalid_spi and not reply.is_response:
+            # §8.2: N(INVALID_SPI, data = the child SPI), N(QCD_TOKEN)+ ; IKE SPIs meaningless.
+            via = "invalid_spi"
+            child = reply.invalid_spi
+            pair = self._children.get(child) if child is not None else None
+            if not reply.tokens:
+                return self._verdict(VerdictKind.NOT_A_REPLY, detail="INVALID_SPI without a token")
+            if pair is None:
+                return self._verdict(VerdictKind.NO_SA, detail=f"unknown child SPI {child!r}")
+        elif reply.is_response:
+            via = "invalid_ike_spi"
+            pair = (reply.spi_i, reply.spi_r)
+            if not reply.tokens:
+                if not reply.has_invalid_ike_spi:
+                    return self._verdict(VerdictKind.NOT_A_REPLY, pair)
+                return self._plain_invalid_ike_spi(pair, now)
+            if self.policy.require_invalid_ike_spi and not reply.has_invalid_ike_spi:
+                return self._verdict(VerdictKind.NOT_INVALID_IKE_SPI, pair)
+        else:
+            return self._verdict(VerdictKind.NOT_A_REPLY, detail="an unprotected request")
+
+        if not self._verify_limit.allow(source_key(source[0]), now):
+            return self._verdict(VerdictKind.RATE_LIMITED, pair)
+        if pair not in self.table:
+            return self._verdict(VerdictKind.NO_SA, pair)
+        if via == "invalid_ike_spi" and self.policy.require_pending:
+            want = self._pending.get(pair)
+            if want is None:
+                return self._verdict(VerdictKind.NOT_PENDING, pair)
+            if want != reply.message_id:
+                return self._verdict(
+                    VerdictKind.WRONG_MESSAGE_ID, pair,
+                    f"reply has {reply.message_id}, outstanding request has {want}",
+                )
+        peer = self._peer_key(pair, source)
+        until = self._dampened.get(peer)
+        if until is not None:
+            if now < until:
+                return self._verdict(VerdictKind.DAMPENED, pair)
+            del self._dampened[peer]
+        if pair in self._held:
+            return self._verdict(VerdictKind.DEFERRED, pair, "already held")
+
+        result = self.table.check(pair[0], pair[1], list(reply.tokens))
+        if result is TokenCheck.NO_SA:
+            return self._verdict(VerdictKind.NO_SA, pair)
+        if result is not TokenCheck.MATCH:
+            return self._verdict(VerdictKind.MISMATCH, pair)
+
+        if self.policy.accept_delay > 0:
+            self._held[pair] = _Held(now + self.policy.accept_delay, source, via)
+            return self._verdict(VerdictKind.DEFERRED, pair, f"held {self.policy.accept_delay} s")
+        event = self._restart(pair, source, via, now)
+        return self._verdict(VerdictKind.PEER_RESTARTED, pair, event=event)
+
+    def _plain_invalid_ike_spi(self, pair: Pair, now: float) -> Verdict:
+        if pair in self.table and self._liveness_limit.allow(0, now):
+            event = CheckLiveness(pair[0], pair[1], now)
+            self._events.append(event)
+            return self._verdict(VerdictKind.NO_TOKEN, pair, event=event)
+        return self._verdict(VerdictKind.NO_TOKEN, pair)
+
+    def _peer_key(self, pair: Pair, source: tuple[str, int]) -> Hashable:
+        if self._peer_of is not None:
+            return self._peer_of(*pair)
+        return source[0]
+
+    def _restart(self, pair: Pair, source: tuple[str, int], via: str, now: float) -> PeerRestarted:
+        # The token has been revealed in the clear: it is spent. Forget it, so duplicate
+        # replies (liveness retransmissions) find no SA (spec case 37).
+        self.table.remove(pair[0], pair[1])
+        self._pending.pop(pair, None)
+        for child in [c for c, p in self._children.items() if p == pair]:
+            del self._children[child]
+        if self.policy.dampening > 0:
+            self._dampened[self._peer_key(pair, source)] = now + self.policy.dampening
+        return PeerRestarted(pair[0], pair[1], source, now, via, self.policy.make_before_break)
+
+    def poll(self) -> list[Event]:
+        """Decisions that became due (held restarts whose delay expired) and other queued
+        events (liveness requests, cancellations), oldest first."""
+        now = self._clock()
+        for pair, held in list(self._held.items()):
+            if held.due <= now:
+                del self._held[pair]
+                if pair in self.table:
+                    self._events.append(self._restart(pair, held.source, held.via, now))
+        self._counters_gc(now)
+        events, self._events = self._events, []
+        return events
+
+    def _counters_gc(self, now: float) -> None:
+        if len(self._dampened) > 4 * self.policy.max_sources:
+            self._dampened = {k: v for k, v in self._dampened.items() if v > now}
+
+    def next_due(self) -> float | None:
+        """When the earliest held decision becomes due (for an event loop's timer)."""
+        return min((h.due for h in self._held.values()), default=None)
+
+    def due_liveness(self, now: float | None = None, *, idle: float | None = None
+                     ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+        """SAs with outbound traffic but no inbound for ``idle`` seconds (seed issue 200)."""
+        return self.table.due_liveness(
+            self._clock() if now is None else now,
+            idle=self.policy.liveness_idle if idle is None else idle,
+        )
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """How many verdicts of each kind so far."""
+        return dict(self._counters.by_kind)
+
+    @staticmethod
+    def tokens_equal(a: bytes, b: bytes) -> bool:
+        """Constant-time comparison, for owners that hold tokens themselves."""
+        return hmac.compare_digest(a, b)
+
+
+def verdicts(detector: FailureDetector, datagrams: Iterable[tuple[bytes, tuple[str, int]]]) -> list[Verdict]:
+    """Judge several datagrams in order (a convenience for tests and tools)."""
+    return [detector.receive(d, s) for d, s in datagrams]
