@@ -10,6 +10,7 @@ from ikeqcd import errors as errors
 from ikeqcd._core import TokenMaker as TokenMaker
 from ikeqcd._core import __version__ as __version__
 from ikeqcd.errors import IkeQcdError as IkeQcdError
+from ikeqcd.secret import SecretStore as SecretStore
 
 ALGORITHMS: tuple[str, ...] = ("hmac-sha256", "hmac-sha512", "hmac-sha1")
 
@@ -19,4 +20,5 @@ __all__ = [
     "TokenMaker",
     "__version__",
     "errors",
+    "SecretStore",
 ]
