@@ -20,9 +20,8 @@ What the owner does with the outcome:
 from __future__ import annotations
 
 import enum
-import hmac
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -237,23 +236,23 @@ class FailureDetector:
         except MalformedMessage as e:
             return self._verdict(VerdictKind.MALFORMED, detail=str(e))
 
-        if reply.has_invalid_spi and not reply.is_response:
+        if reply.invalid_spi and not reply.response:
             # §8.2: N(INVALID_SPI, data = the child SPI), N(QCD_TOKEN)+ ; IKE SPIs meaningless.
             via = "invalid_spi"
-            child = reply.invalid_spi
+            child = reply.child_spi
             pair = self._children.get(child) if child is not None else None
             if not reply.tokens:
                 return self._verdict(VerdictKind.NOT_A_REPLY, detail="INVALID_SPI without a token")
             if pair is None:
                 return self._verdict(VerdictKind.NO_SA, detail=f"unknown child SPI {child!r}")
-        elif reply.is_response:
+        elif reply.response:
             via = "invalid_ike_spi"
             pair = (reply.spi_i, reply.spi_r)
             if not reply.tokens:
-                if not reply.has_invalid_ike_spi:
+                if not reply.invalid_ike_spi:
                     return self._verdict(VerdictKind.NOT_A_REPLY, pair)
                 return self._plain_invalid_ike_spi(pair, now)
-            if self.policy.require_invalid_ike_spi and not reply.has_invalid_ike_spi:
+            if self.policy.require_invalid_ike_spi and not reply.invalid_ike_spi:
                 return self._verdict(VerdictKind.NOT_INVALID_IKE_SPI, pair)
         else:
             return self._verdict(VerdictKind.NOT_A_REPLY, detail="an unprotected request")
@@ -348,13 +347,3 @@ class FailureDetector:
     def counters(self) -> dict[str, int]:
         """How many verdicts of each kind so far."""
         return dict(self._counters.by_kind)
-
-    @staticmethod
-    def tokens_equal(a: bytes, b: bytes) -> bool:
-        """Constant-time comparison, for owners that hold tokens themselves."""
-        return hmac.compare_digest(a, b)
-
-
-def verdicts(detector: FailureDetector, datagrams: Iterable[tuple[bytes, tuple[str, int]]]) -> list[Verdict]:
-    """Judge several datagrams in order (a convenience for tests and tools)."""
-    return [detector.receive(d, s) for d, s in datagrams]
