@@ -10,6 +10,10 @@ from ikeqcd import errors as errors
 from ikeqcd._core import TokenMaker as TokenMaker
 from ikeqcd._core import __version__ as __version__
 from ikeqcd.errors import IkeQcdError as IkeQcdError
+from ikeqcd import wire as wire
+from ikeqcd import pcap as pcap
+from ikeqcd.maker import Reason as Reason
+from ikeqcd.maker import TokenResponder as TokenResponder
 
 ALGORITHMS: tuple[str, ...] = ("hmac-sha256", "hmac-sha512", "hmac-sha1")
 
@@ -19,4 +23,8 @@ __all__ = [
     "TokenMaker",
     "__version__",
     "errors",
+    "Reason",
+    "TokenResponder",
+    "pcap",
+    "wire",
 ]
