@@ -7,7 +7,9 @@
 //!   `unsafe` in the crate);
 //! - [`ct`]: the one place where secret-dependent bytes are compared;
 //! - [`par`]: the rayon helper the batch paths share;
-//! - [`ratelimit`]: keyed token buckets with bounded memory (reply and verification limits).
+//! - [`ratelimit`]: keyed token buckets with bounded memory (reply and verification limits);
+//! - [`wire`]: the IKEv2 codec (header, payload chain, Notify, QCD reply build/parse, NAT-T);
+//! - [`responder`]: the maker's unknown-SPI hot path (classify, reply, reason codes).
 //!
 //! ```
 //! use _core::token::{Algorithm, TokenMaker};
@@ -24,8 +26,10 @@ pub mod error;
 pub mod kernel;
 pub mod par;
 pub mod ratelimit;
+pub mod responder;
 pub mod shani;
 pub mod token;
+pub mod wire;
 
 #[cfg(feature = "python")]
 mod py;

@@ -11,6 +11,10 @@ from ikeqcd._core import TokenMaker as TokenMaker
 from ikeqcd._core import __version__ as __version__
 from ikeqcd.errors import IkeQcdError as IkeQcdError
 from ikeqcd.secret import SecretStore as SecretStore
+from ikeqcd import wire as wire
+from ikeqcd import pcap as pcap
+from ikeqcd.maker import Reason as Reason
+from ikeqcd.maker import TokenResponder as TokenResponder
 
 ALGORITHMS: tuple[str, ...] = ("hmac-sha256", "hmac-sha512", "hmac-sha1")
 
@@ -21,4 +25,8 @@ __all__ = [
     "__version__",
     "errors",
     "SecretStore",
+    "Reason",
+    "TokenResponder",
+    "pcap",
+    "wire",
 ]

@@ -4,7 +4,9 @@ mod convert;
 mod detach;
 mod errors;
 mod ratelimit;
+mod responder;
 mod token;
+mod wire;
 
 use pyo3::prelude::*;
 
@@ -14,7 +16,15 @@ mod _core {
     #[pymodule_export]
     use super::ratelimit::PyRateLimiter;
     #[pymodule_export]
+    use super::responder::{reason_names_py, PyResponder};
+    #[pymodule_export]
     use super::token::{hmac_py, PyTokenMaker};
+    #[pymodule_export]
+    use super::wire::{
+        build_invalid_ike_spi_reply_py, build_invalid_spi_message_py, build_qcd_notify_py,
+        build_qcd_reply_py, build_request_py, parse_header_py, parse_message_py,
+        parse_qcd_replies_py, parse_qcd_reply_py,
+    };
 
     use pyo3::prelude::*;
 
