@@ -27,6 +27,9 @@ pub enum CoreError {
     Malformed(String),
     /// A configured capacity would be exceeded.
     CapacityExceeded(String),
+    /// Any other argument with an impossible value (a time that is not finite, a history
+    /// depth out of range).
+    InvalidArgument(String),
 }
 
 impl fmt::Display for CoreError {
@@ -41,7 +44,8 @@ impl fmt::Display for CoreError {
             | CoreError::InvalidAddress(m)
             | CoreError::InvalidToken(m)
             | CoreError::Malformed(m)
-            | CoreError::CapacityExceeded(m) => f.write_str(m),
+            | CoreError::CapacityExceeded(m)
+            | CoreError::InvalidArgument(m) => f.write_str(m),
         }
     }
 }

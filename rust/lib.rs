@@ -4,7 +4,8 @@
 //!   single and in batches, with up to four secret generations;
 //! - [`kernel`]: HMAC with precomputed pad states over the `sha2`/`sha1` compression functions;
 //! - [`ct`]: the one place where secret-dependent bytes are compared;
-//! - [`par`]: the rayon helper the batch paths share.
+//! - [`par`]: the rayon helper the batch paths share;
+//! - [`table`]: the token taker's SA table (tokens and traffic times per SPI pair).
 //!
 //! ```
 //! use _core::token::{Algorithm, TokenMaker};
@@ -20,6 +21,7 @@ pub mod ct;
 pub mod error;
 pub mod kernel;
 pub mod par;
+pub mod table;
 pub mod token;
 
 #[cfg(feature = "python")]

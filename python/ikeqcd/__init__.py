@@ -10,6 +10,8 @@ from ikeqcd import errors as errors
 from ikeqcd._core import TokenMaker as TokenMaker
 from ikeqcd._core import __version__ as __version__
 from ikeqcd.errors import IkeQcdError as IkeQcdError
+from ikeqcd._core import SaTable as SaTable
+from ikeqcd.table import TokenCheck as TokenCheck
 
 ALGORITHMS: tuple[str, ...] = ("hmac-sha256", "hmac-sha512", "hmac-sha1")
 
@@ -19,4 +21,6 @@ __all__ = [
     "TokenMaker",
     "__version__",
     "errors",
+    "SaTable",
+    "TokenCheck",
 ]

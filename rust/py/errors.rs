@@ -14,6 +14,7 @@ pyo3::import_exception!(ikeqcd.errors, InvalidAddress);
 pyo3::import_exception!(ikeqcd.errors, InvalidToken);
 pyo3::import_exception!(ikeqcd.errors, MalformedMessage);
 pyo3::import_exception!(ikeqcd.errors, CapacityError);
+pyo3::import_exception!(ikeqcd.errors, InvalidArgument);
 
 impl From<CoreError> for PyErr {
     fn from(e: CoreError) -> PyErr {
@@ -28,6 +29,7 @@ impl From<CoreError> for PyErr {
             CoreError::InvalidToken(m) => InvalidToken::new_err(m),
             CoreError::Malformed(m) => MalformedMessage::new_err(m),
             CoreError::CapacityExceeded(m) => CapacityError::new_err(m),
+            CoreError::InvalidArgument(m) => InvalidArgument::new_err(m),
         }
     }
 }

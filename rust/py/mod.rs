@@ -3,6 +3,7 @@
 mod convert;
 mod detach;
 mod errors;
+mod table;
 mod token;
 
 use pyo3::prelude::*;
@@ -12,6 +13,9 @@ use pyo3::prelude::*;
 mod _core {
     #[pymodule_export]
     use super::token::{hmac_py, PyTokenMaker};
+
+    #[pymodule_export]
+    use super::table::PySaTable;
 
     use pyo3::prelude::*;
 
