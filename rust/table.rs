@@ -182,6 +182,13 @@ impl Index {
         }
     }
 
+    /// Make room for `additional` more keys at once.
+    fn reserve(&mut self, additional: usize) {
+        if (self.len + additional) * LOAD_DEN > self.slots.len() * LOAD_NUM {
+            self.resize(slots_for(self.len + additional));
+        }
+    }
+
     /// Make room for one more key.
     fn reserve_one(&mut self) {
         if (self.len + 1) * LOAD_DEN > self.slots.len() * LOAD_NUM {
@@ -580,6 +587,22 @@ impl SaTable {
         }
     }
 
+    /// Load the home slot of each hash, so that the misses of a group overlap (a hint: the
+    /// index may still grow before the probes).
+    #[inline]
+    fn touch_homes(&self, hashes: &[u64]) {
+        let ix = &self.index;
+        if ix.slots.is_empty() {
+            return;
+        }
+        let mut touch = 0u32;
+        for &h in hashes {
+            let s = &ix.slots[ix.home(h)];
+            touch ^= s.key[0] ^ s.handle;
+        }
+        std::hint::black_box(touch);
+    }
+
     /// Milliseconds since the epoch for a write; sets the epoch on first use and rebases
     /// before a tick would overflow.
     fn tick_mut(&mut self, now: f64) -> CoreResult<u32> {
@@ -633,55 +656,56 @@ impl SaTable {
     /// record to another size class. Timestamps are kept. Returns the (new) handle.
     fn replace_record(arenas: &mut [Arena], handle: u32, token: &[u8], history: usize) -> u32 {
         let (c, i) = split(handle);
-        let mut old = Zeroizing::new([0u8; MAX_RECORD]);
-        let rec = arenas[c].get(i);
-        old[..rec.len()].copy_from_slice(rec);
+        let tl = token.len();
         let mut lens = [0u8; 4];
-        lens[0] = token.len() as u8;
-        lens[1..history].copy_from_slice(&old[8..8 + history - 1]);
+        lens[0] = tl as u8;
+        lens[1..history].copy_from_slice(&arenas[c].get(i)[8..8 + history - 1]);
         let kept: usize = lens[1..].iter().map(|&l| usize::from(l)).sum();
-        let total = token.len() + kept;
+        let total = tl + kept;
         let nc = class_of(total);
-        let (target, handle) = if nc == c {
-            (i, handle)
-        } else {
-            let ni = arenas[nc].alloc();
-            (ni, ((nc as u32) << INDEX_BITS) | ni)
-        };
-        let r = arenas[nc].get_mut(target);
-        r[..8].copy_from_slice(&old[..8]);
-        r[8..HEADER].copy_from_slice(&lens);
-        r[HEADER..HEADER + token.len()].copy_from_slice(token);
-        r[HEADER + token.len()..HEADER + total].copy_from_slice(&old[HEADER..HEADER + kept]);
-        r[HEADER + total..].zeroize();
-        if nc != c {
-            arenas[c].release(i);
+        if nc == c {
+            let r = arenas[c].get_mut(i);
+            r.copy_within(HEADER..HEADER + kept, HEADER + tl);
+            r[HEADER..HEADER + tl].copy_from_slice(token);
+            r[8..HEADER].copy_from_slice(&lens);
+            r[HEADER + total..].zeroize();
+            return handle;
         }
-        handle
+        let ni = arenas[nc].alloc();
+        let (src, dst) = if c < nc {
+            let (lo, hi) = arenas.split_at_mut(nc);
+            (&mut lo[c], &mut hi[0])
+        } else {
+            let (lo, hi) = arenas.split_at_mut(c);
+            (&mut hi[0], &mut lo[nc])
+        };
+        let old = src.get(i);
+        let new = dst.get_mut(ni);
+        new[..8].copy_from_slice(&old[..8]);
+        new[8..HEADER].copy_from_slice(&lens);
+        new[HEADER..HEADER + tl].copy_from_slice(token);
+        new[HEADER + tl..HEADER + total].copy_from_slice(&old[HEADER..HEADER + kept]);
+        src.release(i);
+        ((nc as u32) << INDEX_BITS) | ni
     }
 
     /// Insert or replace one validated token; true when the SA is new.
     fn insert_hashed(&mut self, hash: u64, key: [u32; 4], token: &[u8], tick: u32) -> bool {
-        self.index.reserve_one();
-        let Self {
-            index,
-            arenas,
-            history,
-            ..
-        } = self;
-        match index.probe(index.home(hash), key) {
-            Ok(i) => {
-                let slot = &mut index.slots[i];
-                slot.handle = Self::replace_record(arenas, slot.handle, token, *history);
-                false
-            }
-            Err(i) => {
-                let handle = Self::new_record(arenas, token, tick);
-                index.slots[i] = Slot { key, handle };
-                index.len += 1;
-                true
+        if !self.index.slots.is_empty() {
+            if let Ok(i) = self.index.probe(self.index.home(hash), key) {
+                let slot = &mut self.index.slots[i];
+                slot.handle = Self::replace_record(&mut self.arenas, slot.handle, token, self.history);
+                return false;
             }
         }
+        self.index.reserve_one();
+        let ix = &mut self.index;
+        if let Err(i) = ix.probe(ix.home(hash), key) {
+            let handle = Self::new_record(&mut self.arenas, token, tick);
+            ix.slots[i] = Slot { key, handle };
+            ix.len += 1;
+        }
+        true
     }
 
     fn capacity_error(&self, more: usize) -> CoreError {
@@ -743,6 +767,15 @@ impl SaTable {
         if n == 0 {
             return Ok(0);
         }
+        // Size the index once for a bulk load instead of growing it step by step: all of the
+        // batch into an empty table, else the pairs not there yet when the batch is large.
+        if self.is_empty() {
+            self.index.reserve(n);
+        } else if n > self.len() / 2 {
+            let mut absent = 0usize;
+            self.lookup_groups(spi_i, spi_r, |_, h| absent += usize::from(h.is_none()));
+            self.index.reserve(absent);
+        }
         let tick = self.tick_mut(now)?;
         let mut added = 0;
         let mut hs = [0u64; GROUP];
@@ -754,10 +787,13 @@ impl SaTable {
             for ((h, &a), &b) in hs.iter_mut().zip(ga).zip(gb) {
                 *h = self.hash(a, b);
             }
+            self.touch_homes(&hs[..ga.len()]);
             for (((&h, &a), &b), tok) in hs.iter().zip(ga).zip(gb).zip(gt.chunks_exact(width)) {
                 added += usize::from(self.insert_hashed(h, pack(a, b), tok, tick));
             }
         }
+        // A batch full of repeats may have reserved far more than it used.
+        self.index.maybe_shrink();
         Ok(added)
     }
 
@@ -806,6 +842,7 @@ impl SaTable {
             for ((h, &a), &b) in hs.iter_mut().zip(ga).zip(gb) {
                 *h = self.hash(a, b);
             }
+            self.touch_homes(&hs[..ga.len()]);
             for (((&h, &a), &b), o) in hs.iter().zip(ga).zip(gb).zip(go.iter_mut()) {
                 *o = self.remove_hashed(h, pack(a, b));
                 removed += usize::from(*o);
