@@ -10,8 +10,22 @@ use subtle::{Choice, ConstantTimeEq};
 #[inline]
 #[must_use]
 pub fn eq(a: &[u8], b: &[u8]) -> Choice {
-    // `ConstantTimeEq for [T]` short-circuits on the lengths only.
-    a.ct_eq(b)
+    if a.len() != b.len() {
+        return Choice::from(0u8);
+    }
+    // OR of the XORs, eight octets at a time, then one `ConstantTimeEq` on the result: no
+    // branch depends on the contents (the per-octet `ConstantTimeEq for [u8]` costs an
+    // optimisation barrier per octet, ~8x slower for a 32-octet token).
+    let (ac, ar) = a.as_chunks::<8>();
+    let (bc, br) = b.as_chunks::<8>();
+    let mut acc = 0u64;
+    for (x, y) in ac.iter().zip(bc) {
+        acc |= u64::from_ne_bytes(*x) ^ u64::from_ne_bytes(*y);
+    }
+    for (x, y) in ar.iter().zip(br) {
+        acc |= u64::from(x ^ y);
+    }
+    acc.ct_eq(&0)
 }
 
 /// Constant-time "does `candidate` equal any of `stored`": every stored value is compared,

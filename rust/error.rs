@@ -29,6 +29,9 @@ pub enum CoreError {
     CapacityExceeded(String),
     /// A policy or limiter option has an impossible value.
     InvalidPolicy(String),
+    /// Any other argument with an impossible value (a time that is not finite, a history
+    /// depth out of range).
+    InvalidArgument(String),
 }
 
 impl fmt::Display for CoreError {
@@ -45,6 +48,7 @@ impl fmt::Display for CoreError {
             | CoreError::Malformed(m)
             | CoreError::CapacityExceeded(m)
             | CoreError::InvalidPolicy(m) => f.write_str(m),
+            CoreError::InvalidArgument(m) => f.write_str(m),
         }
     }
 }

@@ -9,7 +9,8 @@
 //! - [`par`]: the rayon helper the batch paths share;
 //! - [`ratelimit`]: keyed token buckets with bounded memory (reply and verification limits);
 //! - [`wire`]: the IKEv2 codec (header, payload chain, Notify, QCD reply build/parse, NAT-T);
-//! - [`responder`]: the maker's unknown-SPI hot path (classify, reply, reason codes).
+//! - [`responder`]: the maker's unknown-SPI hot path (classify, reply, reason codes);
+//! - [`table`]: the token taker's SA table (tokens and traffic times per SPI pair).
 //!
 //! ```
 //! use _core::token::{Algorithm, TokenMaker};
@@ -28,6 +29,7 @@ pub mod par;
 pub mod ratelimit;
 pub mod responder;
 pub mod shani;
+pub mod table;
 pub mod token;
 pub mod wire;
 

@@ -15,6 +15,8 @@ from ikeqcd import wire as wire
 from ikeqcd import pcap as pcap
 from ikeqcd.maker import Reason as Reason
 from ikeqcd.maker import TokenResponder as TokenResponder
+from ikeqcd._core import SaTable as SaTable
+from ikeqcd.table import TokenCheck as TokenCheck
 
 ALGORITHMS: tuple[str, ...] = ("hmac-sha256", "hmac-sha512", "hmac-sha1")
 
@@ -29,4 +31,6 @@ __all__ = [
     "TokenResponder",
     "pcap",
     "wire",
+    "SaTable",
+    "TokenCheck",
 ]

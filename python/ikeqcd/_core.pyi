@@ -10,6 +10,8 @@ from typing import final
 import numpy as np
 import numpy.typing as npt
 
+from ikeqcd.table import TokenCheck
+
 __version__: str
 build_profile: str
 DETACH_THRESHOLD: int
@@ -306,3 +308,193 @@ class _Responder:
 
 def _reason_names() -> list[str]:
     """The reason names in code order (mirrored by :class:`ikeqcd.Reason`)."""
+class SaTable:
+    """The token taker's SA table (RFC 6290 §3, §5, §5.3): per IKE SA, keyed by
+    ``(spi_i, spi_r)``, the peer's QCD token(s) and the last inbound and outbound traffic times.
+
+    Tokens are 16..128 octets and may differ in length between SAs. Inserting for an existing
+    SA replaces its token (a protected gratuitous token, T-2); with ``history > 1`` the replaced
+    tokens stay valid as older ones (T-9), newest first. Removed tokens are zeroed (T-12, T-13).
+    The index hashes the SPI pair with SipHash-1-3 under a random key per table, so SPIs chosen
+    by a peer cannot pile up in one probe sequence.
+
+    Times are float seconds on the caller's clock (``time.monotonic()`` by default), kept to
+    the millisecond relative to the first time the table saw. A new SA counts its insertion
+    time as its last inbound and last outbound time; replacing its token keeps its times.
+    Times never move backwards: an older ``now`` leaves a newer stored time in place.
+
+    Safe to share between threads: readers run in parallel, writers exclusively; batch calls
+    (and any call that has to wait for the lock) release the GIL. Input arrays are copied
+    before the GIL is released.
+
+    Args:
+        history: tokens kept per SA, 1..4 (the newest plus up to 3 older ones).
+        capacity: SAs to reserve room for in the index (it grows as needed anyway).
+
+    Raises:
+        InvalidArgument: history outside 1..4, or a negative capacity.
+        CapacityError: capacity above 16,777,215 SAs (the most a table holds).
+    """
+
+    def __new__(cls, *, history: int = 1, capacity: int = 0) -> SaTable: ...
+    @property
+    def history(self) -> int:
+        """Tokens kept per SA (1..4)."""
+    def __len__(self) -> int:
+        """Number of SAs."""
+    def __contains__(self, key: object, /) -> bool:
+        """``(spi_i, spi_r) in table``.
+
+        Raises:
+            InvalidSpi: the key is not a 2-tuple of ints in 0..2**64-1.
+        """
+    def insert(
+        self, spi_i: int, spi_r: int, token: _Bytes, /, *, now: float | None = None
+    ) -> bool:
+        """Store the peer's token for an SA, or replace it; True if the SA is new.
+
+        Args:
+            now: the insertion time in seconds (default ``time.monotonic()``); used only for a
+                new SA.
+
+        Raises:
+            InvalidSpi: an SPI outside 0..2**64-1.
+            InvalidToken: token not bytes-like, or not 16..128 octets.
+            InvalidArgument: ``now`` not finite.
+            CapacityError: the table already holds 16,777,215 SAs.
+        """
+    def remove(self, spi_i: int, spi_r: int, /) -> bool:
+        """Delete an SA and zero its tokens; False if there was none."""
+    def contains(self, spi_i: int, spi_r: int, /) -> bool:
+        """Is there an SA with these SPIs? Same as ``(spi_i, spi_r) in table``."""
+    def check(
+        self, spi_i: int, spi_r: int, tokens: _Bytes | Sequence[_Bytes], /
+    ) -> TokenCheck:
+        """Compare received tokens with the SA's stored ones (RFC 6290 §4.5, §5).
+
+        Every received token is compared with every stored token in constant time (only the
+        lengths, which are public, exit early).
+
+        Args:
+            tokens: the received tokens, 1..16 of them (one bytes object counts as one).
+
+        Returns:
+            ``NO_SA`` if there is no such SA, ``MATCH`` if any received token equals any stored
+            one, else ``MISMATCH``.
+
+        Raises:
+            InvalidToken: no tokens, more than 16, or one not bytes-like or not 16..128 octets.
+        """
+    def insert_many(
+        self,
+        spi_i: npt.NDArray[np.uint64],
+        spi_r: npt.NDArray[np.uint64],
+        tokens: npt.NDArray[np.uint8],
+        /,
+        *,
+        now: float | None = None,
+    ) -> int:
+        """Batch :meth:`insert`: row k of ``tokens`` (shape ``(n, 16..128)``) for pair k.
+
+        Rows are applied in order, so a later row for the same SA replaces an earlier one. All
+        checks happen before any change. Releases the GIL.
+
+        Returns:
+            How many SAs were new.
+
+        Raises:
+            InvalidArray: not 1-D C-contiguous uint64 SPI arrays of equal length, or tokens not
+                a C-contiguous 2-D uint8 array with one row per pair.
+            InvalidToken: rows not 16..128 octets.
+            CapacityError: the new SAs would not fit (nothing is inserted).
+        """
+    def remove_many(
+        self, spi_i: npt.NDArray[np.uint64], spi_r: npt.NDArray[np.uint64], /
+    ) -> npt.NDArray[np.bool_]:
+        """Batch :meth:`remove`: True where the pair was there. Releases the GIL."""
+    def contains_many(
+        self,
+        spi_i: npt.NDArray[np.uint64],
+        spi_r: npt.NDArray[np.uint64],
+        /,
+        *,
+        threads: int = 0,
+    ) -> npt.NDArray[np.bool_]:
+        """Batch membership. Releases the GIL.
+
+        ``threads``: 0 = all cores (or ``RAYON_NUM_THREADS``), 1 = the calling thread, k = k.
+
+        Raises:
+            InvalidArray: not 1-D C-contiguous uint64 arrays of equal length.
+        """
+    def check_many(
+        self,
+        spi_i: npt.NDArray[np.uint64],
+        spi_r: npt.NDArray[np.uint64],
+        tokens: npt.NDArray[np.uint8],
+        /,
+        *,
+        threads: int = 0,
+    ) -> npt.NDArray[np.int8]:
+        """Batch :meth:`check` with one received token per pair: row k of ``tokens`` (shape
+        ``(n, 16..128)``) against pair k. Releases the GIL.
+
+        Returns:
+            An int8 array of :class:`TokenCheck` codes (0 no SA, 1 mismatch, 2 match).
+
+        Raises:
+            InvalidArray: wrong dtype, shape or contiguity, or unequal lengths.
+            InvalidToken: rows not 16..128 octets.
+        """
+    def touch(self, spi_i: int, spi_r: int, now: float, /, *, inbound: bool) -> bool:
+        """Record inbound (``inbound=True``) or outbound traffic for one SA at ``now``.
+
+        Returns:
+            False if there is no such SA.
+
+        Raises:
+            InvalidArgument: ``now`` not finite.
+        """
+    def touch_many(
+        self,
+        spi_i: npt.NDArray[np.uint64],
+        spi_r: npt.NDArray[np.uint64],
+        now: float,
+        /,
+        *,
+        inbound: bool,
+    ) -> int:
+        """Batch :meth:`touch`; returns how many SAs were found. Releases the GIL."""
+    def due_liveness(
+        self, now: float, /, *, idle: float
+    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+        """The SAs due for a liveness check at ``now`` (seed issue 200).
+
+        An SA is due when its last outbound activity is newer than its last inbound one
+        (to the millisecond) and nothing came in for at least ``idle`` seconds:
+        ``last_out > last_in and now - last_in >= idle``. An SA that never saw traffic in a
+        direction counts its insertion time there, so a new SA is not due until it sends.
+
+        Returns:
+            ``(spi_i, spi_r)`` arrays, in no particular order.
+
+        Raises:
+            InvalidArgument: ``now`` not finite, or ``idle`` negative or not finite.
+        """
+    def timestamps(self, spi_i: int, spi_r: int, /) -> tuple[float, float] | None:
+        """``(last_in, last_out)`` of an SA in seconds (millisecond resolution), or None."""
+    def memory_bytes(self) -> int:
+        """Bytes held by the table: the index's whole capacity and every record page."""
+    def clear(self) -> None:
+        """Remove every SA, zero every token and give the memory back."""
+    def to_arrays(self) -> dict[str, npt.NDArray[np.generic]]:
+        """Everything in the table, for inspection and tests, in no particular order.
+
+        Returns:
+            ``spi_i``, ``spi_r`` (uint64, ``(n,)``); ``last_in``, ``last_out`` (float64
+            seconds, ``(n,)``); ``token_len`` (uint8, ``(n, history)``, 0 = no token there);
+            ``tokens`` (uint8, ``(n, history, width)``, zero-padded to the longest stored
+            token): ``tokens[k, j, :token_len[k, j]]`` is token ``j`` (0 = newest) of SA ``k``.
+        """
+    def _probe_lengths(self) -> tuple[float, int]:
+        """``(mean, longest)`` slots read by a successful lookup (test hook)."""

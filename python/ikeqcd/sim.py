@@ -42,7 +42,7 @@ from ikeqcd.errors import InvalidArgument
 from ikeqcd.maker import TokenResponder
 from ikeqcd.policy import MakerPolicy, TakerPolicy
 from ikeqcd.secret import SecretStore
-from ikeqcd.table import SaTable
+from ikeqcd._core import SaTable
 from ikeqcd.taker import CheckLiveness, FailureDetector, PeerRestarted, RestartCancelled, VerdictKind
 
 __all__ = ["Baseline", "SimConfig", "ModeResult", "SimReport", "simulate", "BASELINES"]

@@ -31,7 +31,8 @@ from ikeqcd._core import RateLimiter
 from ikeqcd._keys import source_key
 from ikeqcd.errors import InvalidArgument, MalformedMessage
 from ikeqcd.policy import TakerPolicy
-from ikeqcd.table import SaTable, TokenCheck
+from ikeqcd._core import SaTable
+from ikeqcd.table import TokenCheck
 from ikeqcd.wire import parse_qcd_reply
 
 __all__ = [

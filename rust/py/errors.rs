@@ -15,6 +15,7 @@ pyo3::import_exception!(ikeqcd.errors, InvalidToken);
 pyo3::import_exception!(ikeqcd.errors, MalformedMessage);
 pyo3::import_exception!(ikeqcd.errors, CapacityError);
 pyo3::import_exception!(ikeqcd.errors, InvalidPolicy);
+pyo3::import_exception!(ikeqcd.errors, InvalidArgument);
 
 impl From<CoreError> for PyErr {
     fn from(e: CoreError) -> PyErr {
@@ -30,6 +31,7 @@ impl From<CoreError> for PyErr {
             CoreError::Malformed(m) => MalformedMessage::new_err(m),
             CoreError::CapacityExceeded(m) => CapacityError::new_err(m),
             CoreError::InvalidPolicy(m) => InvalidPolicy::new_err(m),
+            CoreError::InvalidArgument(m) => InvalidArgument::new_err(m),
         }
     }
 }

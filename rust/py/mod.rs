@@ -5,6 +5,7 @@ mod detach;
 mod errors;
 mod ratelimit;
 mod responder;
+mod table;
 mod token;
 mod wire;
 
@@ -25,6 +26,9 @@ mod _core {
         build_qcd_reply_py, build_request_py, parse_header_py, parse_message_py,
         parse_qcd_replies_py, parse_qcd_reply_py,
     };
+
+    #[pymodule_export]
+    use super::table::PySaTable;
 
     use pyo3::prelude::*;
 
