@@ -102,10 +102,13 @@ class TakerPolicy:
             cancel it (issue 202: "the attacker gets caught"). 0 acts at once.
         make_before_break: tell the owner to re-establish first and delete the old SA once the
             new one is up (issue 202: "rekey before deleting old SAs").
-        dampening: seconds after a QCD teardown for a peer during which further QCD for that
-            peer is ignored. 0 is off.
+        dampening: seconds after a QCD teardown for a peer during which the SAs (re)established
+            with that peer afterwards ignore QCD (no flapping; a replayed token cannot tear the
+            fresh SA down again). SAs that existed before the teardown are not dampened: when a
+            gateway with 10 000 SAs restarts, all of them must go. 0 is off.
         verify_rate: unprotected messages per second verified per source (§8.1); the rest are
-            dropped unverified.
+            dropped unverified. Size it to the SAs one peer address carries (a verification
+            costs about a microsecond).
         verify_burst: bucket size for ``verify_rate``.
         liveness_rate: at most this many liveness checks per second triggered by plain
             INVALID_IKE_SPI notifies without a token (RFC 7296 §2.21.4, spec case 41).
@@ -120,8 +123,8 @@ class TakerPolicy:
     accept_delay: float = 0.5
     make_before_break: bool = True
     dampening: float = 60.0
-    verify_rate: float = 100.0
-    verify_burst: float = 200.0
+    verify_rate: float = 10_000.0
+    verify_burst: float = 20_000.0
     liveness_rate: float = 10.0
     liveness_idle: float = 10.0
     max_sources: int = 65_536

@@ -216,6 +216,14 @@ class SimReport:
         return "\n".join(lines)
 
 
+# documentation addresses (RFC 5737) of the virtual network and the pcap files
+_PCAP_ADDR = {
+    "A": ("192.0.2.1", 500),
+    "B": ("198.51.100.2", 500),
+    "S": ("198.51.100.3", 500),
+    "attacker": ("203.0.113.66", 500),
+}
+
 # ---------------------------------------------------------------------------------------
 # networks: a virtual one (heap of events) and a real one (UDP sockets on loopback)
 
@@ -291,6 +299,10 @@ class VirtualNet(_Net):
 
     def now(self) -> float:
         return self._now
+
+    def register(self, name: str, handler: Handler) -> None:
+        super().register(name, handler)
+        self.addresses[name] = _PCAP_ADDR.get(name, ("192.0.2.99", 500))
 
     def _deliver(self, src: str, dst: str, datagrams: list[bytes], delay: float) -> None:
         handler = self.handlers[dst]
@@ -855,13 +867,18 @@ def _run_mode(
     net: _Net = VirtualNet(cfg, rng) if cfg.transport == "virtual" else UdpNet(cfg, rng)
     world = _World(cfg.sas, rng)
     policy = TakerPolicy.hardened() if policy_name in (None, "hardened") else TakerPolicy.rfc6290()
+    # one peer address carries every SA here: size the per-source verification limit to it
+    policy = policy.with_(verify_rate=max(policy.verify_rate, 2.0 * cfg.sas),
+                          verify_burst=max(policy.verify_burst, 2.0 * cfg.sas))
     # A rebooted gateway facing one peer with many SAs answers them all (per-source limits
     # sized to the scenario); §8.1 limits are exercised by the flood tests instead.
     maker_policy = MakerPolicy.unlimited()
 
-    store_b = workdir / f"{mode}-b" / "qcd.secret"
-    SecretStore(store_b).load_or_create()
-    store_a = workdir / f"{mode}-a" / "qcd.secret"
+    slug = mode.replace("/", "_").replace("+", "_")
+    store_b = workdir / f"{slug}-b" / "qcd.secret"
+    secret_b = SecretStore(store_b)
+    secret_b.load_or_create()
+    store_a = workdir / f"{slug}-a" / "qcd.secret"
     sa = SecretStore(store_a)
     sa.load_or_create()
 
@@ -878,8 +895,8 @@ def _run_mode(
     standby: _GatewayB | None = None
     attacker: _Attacker | None = None
     if cfg.attack is not None:
-        store_s = workdir / f"{mode}-s" / "qcd.secret"
-        SecretStore.import_to(store_s, SecretStore(store_b).export_bytes())  # shared secret (§6)
+        store_s = workdir / f"{slug}-s" / "qcd.secret"
+        SecretStore.import_to(store_s, secret_b.export_bytes())  # the cluster shares B's secret
         if cluster_gate:
             def gate(i: int, r: int) -> bool:  # the cluster's view of live SAs (RFC 6290 §9.2)
                 return b.knows(_k(i), i, r)
@@ -1006,8 +1023,6 @@ def simulate(
     return SimReport(asdict(cfg), results, peak, time.perf_counter() - t0)
 
 
-_PCAP_ADDR = {"A": ("192.0.2.1", 500), "B": ("198.51.100.2", 500), "S": ("198.51.100.3", 500),
-              "attacker": ("203.0.113.66", 500)}
 
 
 def _write_capture(path: str | os.PathLike[str], capture: list[tuple[float, str, str, bytes]], cfg: SimConfig) -> None:

@@ -156,7 +156,8 @@ class FailureDetector:
         self._peer_of = peer_of
         self._pending: dict[Pair, int] = {}
         self._held: dict[Pair, _Held] = {}
-        self._dampened: dict[Hashable, float] = {}
+        self._dampened: dict[Hashable, tuple[float, float]] = {}  # peer -> (since, until)
+        self._born: dict[Pair, float] = {}  # SAs stored while some peer is dampened
         self._children: dict[int, Pair] = {}
         self._events: list[Event] = []
         p = self.policy
@@ -175,7 +176,10 @@ class FailureDetector:
     def token_received(self, spi_i: int, spi_r: int, token: bytes) -> None:
         """A QCD_TOKEN arrived in a *protected* exchange (IKE_AUTH, rekey response, or a
         gratuitous INFORMATIONAL): store it, replacing the SA's current one (§3, §4.4)."""
-        self.table.insert(spi_i, spi_r, token)
+        now = self._clock()
+        self.table.insert(spi_i, spi_r, token, now=now)
+        if self._dampened:
+            self._born[(spi_i, spi_r)] = now
 
     def tokens_received(
         self,
@@ -184,7 +188,11 @@ class FailureDetector:
         tokens: npt.NDArray[np.uint8],
     ) -> None:
         """Batch :meth:`token_received` (for staging many SAs at once)."""
-        self.table.insert_many(spi_i, spi_r, tokens)
+        now = self._clock()
+        self.table.insert_many(spi_i, spi_r, tokens, now=now)
+        if self._dampened:
+            for pair in zip(spi_i.tolist(), spi_r.tolist()):
+                self._born[pair] = now
 
     def sa_deleted(self, spi_i: int, spi_r: int) -> None:
         """The SA was deleted or expired: forget its token(s) and state (§5.3)."""
@@ -192,6 +200,7 @@ class FailureDetector:
         self.table.remove(spi_i, spi_r)
         self._pending.pop(pair, None)
         self._held.pop(pair, None)
+        self._born.pop(pair, None)
         for child in [c for c, p in self._children.items() if p == pair]:
             del self._children[child]
 
@@ -271,12 +280,11 @@ class FailureDetector:
                     VerdictKind.WRONG_MESSAGE_ID, pair,
                     f"reply has {reply.message_id}, outstanding request has {want}",
                 )
-        peer = self._peer_key(pair, source)
-        until = self._dampened.get(peer)
-        if until is not None:
-            if now < until:
-                return self._verdict(VerdictKind.DAMPENED, pair)
-            del self._dampened[peer]
+        window = self._dampened.get(self._peer_key(pair, source))
+        if window is not None and now < window[1]:
+            born = self._born.get(pair)
+            if born is not None and born >= window[0]:
+                return self._verdict(VerdictKind.DAMPENED, pair, "SA re-established after a QCD teardown")
         if pair in self._held:
             return self._verdict(VerdictKind.DEFERRED, pair, "already held")
 
@@ -311,8 +319,12 @@ class FailureDetector:
         self._pending.pop(pair, None)
         for child in [c for c, p in self._children.items() if p == pair]:
             del self._children[child]
+        self._born.pop(pair, None)
         if self.policy.dampening > 0:
-            self._dampened[self._peer_key(pair, source)] = now + self.policy.dampening
+            peer = self._peer_key(pair, source)
+            old = self._dampened.get(peer)
+            since = old[0] if old is not None and old[1] > now else now
+            self._dampened[peer] = (since, now + self.policy.dampening)
         return PeerRestarted(pair[0], pair[1], source, now, via, self.policy.make_before_break)
 
     def poll(self) -> list[Event]:
@@ -324,13 +336,15 @@ class FailureDetector:
                 del self._held[pair]
                 if pair in self.table:
                     self._events.append(self._restart(pair, held.source, held.via, now))
-        self._counters_gc(now)
+        self._expire_dampening(now)
         events, self._events = self._events, []
         return events
 
-    def _counters_gc(self, now: float) -> None:
-        if len(self._dampened) > 4 * self.policy.max_sources:
-            self._dampened = {k: v for k, v in self._dampened.items() if v > now}
+    def _expire_dampening(self, now: float) -> None:
+        if any(until <= now for _, until in self._dampened.values()):
+            self._dampened = {k: w for k, w in self._dampened.items() if w[1] > now}
+            if not self._dampened:
+                self._born.clear()
 
     def next_due(self) -> float | None:
         """When the earliest held decision becomes due (for an event loop's timer)."""
