@@ -64,20 +64,23 @@ def seal(
     return draft[:aad_end] + iv + sealed
 
 
-def open_sealed(key: bytes, datagram: bytes, *, nat_t: bool | None = None) -> tuple[wire.IkeMessage, int, bytes]:
-    """Authenticate and decrypt; returns (message, inner first payload type, inner payloads).
+def open_sealed(key: bytes, datagram: bytes) -> tuple[wire.IkeHeader, int, bytes]:
+    """Authenticate and decrypt ``HDR, SK{...}`` (UDP/500 framing); returns (header, inner
+    first payload type, inner payloads).
 
     Raises:
-        Unreadable: wrong key, tampered, or no SK payload first.
+        Unreadable: wrong key, tampered, no SK payload first, or lengths that do not add up.
         MalformedMessage: not an IKE message at all.
     """
-    msg = wire.parse_message(datagram, nat_t=nat_t)
-    if not msg.payloads or msg.payloads[0].kind != wire.PAYLOAD_SK:
-        raise Unreadable("no SK payload")
-    sk = msg.payloads[0]
-    start = 4 if msg.nat_t else 0
-    aad = datagram[start : start + sk.offset + 4]
-    body = sk.body
+    h = wire.parse_header(datagram, nat_t=False)
+    if h.next_payload != wire.PAYLOAD_SK or h.length != len(datagram):
+        raise Unreadable("not HDR, SK{...}")
+    start = wire.HEADER_LEN
+    inner_next, _crit, sk_len = struct.unpack_from(">BBH", datagram, start)
+    if start + sk_len != len(datagram):
+        raise Unreadable("SK payload length does not match the message")
+    aad = datagram[: start + 4]
+    body = datagram[start + 4 :]
     if len(body) < _IV + _ICV + 1:
         raise Unreadable("SK payload too short")
     try:
@@ -87,7 +90,7 @@ def open_sealed(key: bytes, datagram: bytes, *, nat_t: bool | None = None) -> tu
     pad = pt[-1]
     if pad + 1 > len(pt):
         raise Unreadable("bad padding")
-    return msg, sk.next_payload, pt[: len(pt) - 1 - pad]
+    return h, inner_next, pt[: len(pt) - 1 - pad]
 
 
 def plain_message(

@@ -110,7 +110,7 @@ class SimConfig:
     loss: float = 0.0
     idle: float = 10.0
     traffic_interval: float = 1.0
-    scan_interval: float = 0.5
+    scan_interval: float = 0.1
     baseline: str = "strongswan"
     custom_baseline: Baseline | None = None
     policies: tuple[str, ...] = ("hardened", "rfc6290")
@@ -586,6 +586,9 @@ class _GatewayA:
         )
         self.check_dgram: dict[int, bytes] = {}
         self.mbb_old: dict[int, tuple[int, int]] = {}
+        self._fresh: list[int] = []  # tunnels whose SA came up in this batch
+        self._answered: list[int] = []  # tunnels whose liveness check was answered
+        self._rebuild: list[int] = []  # tunnels to re-create at the end of this batch
         self.cancelled = 0
         net.register("A", self.receive)
 
@@ -638,10 +641,7 @@ class _GatewayA:
             self.detector.token_received(spi_i, spi_r, os.urandom(32))
         now = self.net.now()
         w.state[k] = UP
-        one_i = np.array([spi_i], np.uint64)
-        one_r = np.array([spi_r], np.uint64)
-        self.detector.table.touch_many(one_i, one_r, now, inbound=True)
-        self.detector.table.touch_many(one_i, one_r, now, inbound=False)
+        self._fresh.append(k)  # traffic starts now in both directions (flushed per batch)
         if not math.isnan(w.detect_t[k]) and math.isnan(w.back_t[k]):
             w.back_t[k] = now
         old = self.mbb_old.pop(k, None)
@@ -650,12 +650,16 @@ class _GatewayA:
 
     # -- traffic and liveness -----------------------------------------------------------
 
-    def traffic(self) -> None:
-        """Each tunnel sends a packet every traffic interval; the peer answers if it has
-        the SA (ESP is bookkeeping here: the IKE messages are the real ones)."""
+    TRAFFIC_GROUPS = 50
+
+    def traffic(self, g: int) -> None:
+        """Each tunnel sends a packet every traffic interval (tunnels are spread over
+        ``TRAFFIC_GROUPS`` phases); the peer answers if it has the SA. ESP is bookkeeping
+        here: the IKE messages are the real ones."""
         w = self.w
         now = self.net.now()
-        ks = np.flatnonzero((w.state == UP) | (w.state == CHECKING))
+        ks = np.arange(g, w.n, self.TRAFFIC_GROUPS, dtype=np.int64)
+        ks = ks[(w.state[ks] == UP) | (w.state[ks] == CHECKING)]
         if len(ks):
             self.detector.table.touch_many(w.spi_i[ks], w.spi_r[ks], now, inbound=False)
             back = ks[self.peer.knows_many(ks)]
@@ -663,7 +667,7 @@ class _GatewayA:
                 back = back[self.net.rng.random(len(back)) >= self.cfg.loss]
             if len(back):
                 self.net.at(now + self.cfg.rtt, self._inbound, back, w.spi_i[back].copy(), w.spi_r[back].copy())
-        self.net.at(now + self.cfg.traffic_interval, self.traffic)
+        self.net.at(now + self.cfg.traffic_interval, self.traffic, g)
 
     def _inbound(self, ks: npt.NDArray[np.int64], si: U64, sr: U64) -> None:
         same = (self.w.spi_i[ks] == si) & (self.w.spi_r[ks] == sr)
@@ -734,7 +738,26 @@ class _GatewayA:
             self.mbb_old[k] = (spi_i, spi_r)
         else:
             self.detector.sa_deleted(spi_i, spi_r)
-        self.establish(np.array([k], np.int64))
+        if not self._rebuild:
+            self.net.at(now, self._flush)
+        self._rebuild.append(k)
+
+    def _flush(self) -> None:
+        """Batch work collected while handling one batch of events or datagrams."""
+        now = self.net.now()
+        tab = self.detector.table
+        if self._rebuild:
+            ks = np.array(self._rebuild, np.int64)
+            self._rebuild = []
+            self.establish(ks)
+        for ks_list, both in ((self._fresh, True), (self._answered, False)):
+            if ks_list:
+                ks = np.array(ks_list, np.int64)
+                ks_list.clear()
+                si, sr = self.w.spi_i[ks], self.w.spi_r[ks]
+                tab.touch_many(si, sr, now, inbound=True)
+                if both:
+                    tab.touch_many(si, sr, now, inbound=False)
 
     def _poll(self) -> None:
         self.handle_events(self.detector.poll())
@@ -758,6 +781,7 @@ class _GatewayA:
     def receive(self, datagrams: list[bytes], sources: list[tuple[str, int]]) -> None:
         w = self.w
         out: list[bytes] = []
+        deferred = False
         for d, src in zip(datagrams, sources):
             try:
                 h = wire.parse_header(d)
@@ -786,19 +810,17 @@ class _GatewayA:
                     if w.state[k] == CHECKING:
                         w.state[k] = UP
                         self.check_dgram.pop(k, None)
-                    self.detector.table.touch_many(
-                        np.array([h.spi_i], np.uint64), np.array([h.spi_r], np.uint64),
-                        self.net.now(), inbound=True,
-                    )
+                    self._answered.append(k)
                 continue
             verdict = self.detector.receive(d, src)
             if verdict.kind is VerdictKind.PEER_RESTARTED and verdict.event is not None:
                 self.handle_events([verdict.event])
             elif verdict.kind is VerdictKind.DEFERRED:
-                due = self.detector.next_due()
-                if due is not None:
-                    self.net.at(due, self._poll)
+                deferred = True
+        if deferred:  # one poll for the batch, when its held decisions become due
+            self.net.at(self.net.now() + self.detector.policy.accept_delay, self._poll)
         self.net.send("A", "B", out)
+        self._flush()
 
     def b_knows(self, k: int, spi_i: int, spi_r: int) -> bool:
         return self.peer.alive and self.peer.knows(k, spi_i, spi_r)
@@ -913,7 +935,8 @@ def _run_mode(
         ks = np.arange(start, min(start + chunk, cfg.sas), dtype=np.int64)
         net.at(start / chunk * 0.01, a.establish, ks)
 
-    net.at(1.0, a.traffic)
+    for g in range(a.TRAFFIC_GROUPS):
+        net.at(1.0 + g * cfg.traffic_interval / a.TRAFFIC_GROUPS, a.traffic, g)
     net.at(0.5, a.scan)
     if cfg.attack is None:
         def crash() -> None:
