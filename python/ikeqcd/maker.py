@@ -18,6 +18,7 @@ import numpy.typing as npt
 from ikeqcd import _core
 from ikeqcd._core import TokenMaker
 from ikeqcd.errors import InvalidArgument, InvalidPolicy
+from ikeqcd.wire import Buffer
 
 __all__ = ["Reason", "TokenResponder", "SupportsContainsMany", "LiveCheck", "Source"]
 
@@ -247,7 +248,7 @@ class TokenResponder:
 
     # -- answering -----------------------------------------------------------------------
 
-    def respond(self, datagram: bytes, source: Source | None = None) -> bytes | None:
+    def respond(self, datagram: Buffer, source: Source | None = None) -> bytes | None:
         """Answer one datagram: the reply to send back to ``source``, or ``None``.
 
         The reason is counted in :attr:`counters`; use :meth:`respond_many` to get it.
@@ -263,7 +264,7 @@ class TokenResponder:
         self._counts[code] += 1
         return reply
 
-    def _respond_one(self, datagram: bytes, source: Source | None) -> tuple[bytes | None, int]:
+    def _respond_one(self, datagram: Buffer, source: Source | None) -> tuple[bytes | None, int]:
         code, a, b = self._core.classify(datagram)
         if code != Reason.REPLIED:
             return None, code
@@ -281,7 +282,7 @@ class TokenResponder:
         return self._core.build(datagram, code)
 
     def respond_many(
-        self, datagrams: Sequence[bytes], sources: Sequence[Source] | None = None
+        self, datagrams: Sequence[Buffer], sources: Sequence[Source] | None = None
     ) -> tuple[list[bytes | None], npt.NDArray[np.int8]]:
         """Answer a batch.
 
