@@ -4,9 +4,7 @@
 //!   single and in batches, with up to four secret generations;
 //! - [`kernel`]: HMAC with precomputed pad states over the `sha2`/`sha1` compression functions;
 //! - [`ct`]: the one place where secret-dependent bytes are compared;
-//! - [`par`]: the rayon helper the batch paths share;
-//! - [`wire`]: the IKEv2 codec (header, payload chain, Notify, QCD reply build/parse, NAT-T);
-//! - [`responder`]: the maker's unknown-SPI hot path (classify, reply, reason codes).
+//! - [`par`]: the rayon helper the batch paths share.
 //!
 //! ```
 //! use _core::token::{Algorithm, TokenMaker};
