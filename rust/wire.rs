@@ -1267,8 +1267,9 @@ mod tests {
             let _ = unframe(&data, nat_t);
             if let Ok(h) = Header::read(&data) {
                 let _ = h.check(data.len());
-                for p in PayloadIter::new(&data, h.next_payload).take(MAX_PAYLOADS + 2) {
-                    if let Ok(p) = p { let _ = decode_notify(p.body); }
+                let walked = PayloadIter::new(&data, h.next_payload).take(MAX_PAYLOADS + 2);
+                for p in walked.flatten() {
+                    let _ = decode_notify(p.body);
                 }
             }
         }

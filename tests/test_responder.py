@@ -379,3 +379,39 @@ def test_large_batch_releases_gil_and_matches() -> None:
     toks = np.frombuffer(out.token_data.tobytes(), dtype=np.uint8).reshape(-1, m.token_len)
     assert m.verify_many(out.spi_i, out.spi_r, np.ascontiguousarray(toks[0::2])).all()
     assert (out.message_id == np.arange(3000)).all()
+
+
+def test_inputs_not_retained() -> None:
+    """The datagrams are released after a batch call (bytes are shared while it runs)."""
+    import sys
+
+    r = TokenResponder(TokenMaker(SECRETS[:1]))
+    d = req()
+    before = sys.getrefcount(d)
+    for _ in range(3):
+        r.respond_many([d] * 300)
+        wire.parse_qcd_replies([d] * 300)
+        r.respond(d)
+    assert sys.getrefcount(d) == before
+
+
+def test_threads_share_a_maker() -> None:
+    import threading
+
+    m = TokenMaker(SECRETS[:2])
+    ds, _ = mixed_batch(2000)
+    want = TokenResponder(m).respond_many(ds)[0]
+    failures: list[str] = []
+
+    def worker() -> None:
+        r = TokenResponder(m)
+        for _ in range(5):
+            if r.respond_many(ds)[0] != want:
+                failures.append("mismatch")
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []

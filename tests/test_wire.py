@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -81,7 +82,7 @@ def test_reply_maximum_is_580_octets() -> None:
     with pytest.raises(errors.InvalidToken):
         wire.build_qcd_reply(req, [])
     with pytest.raises(errors.InvalidToken):
-        wire.build_qcd_reply(req, bytes(32))  # one bytes object, not a list
+        wire.build_qcd_reply(req, bytes(32))  # type: ignore[arg-type]  # not a list
     with pytest.raises(errors.InvalidToken):
         wire.build_qcd_reply(req, ["not bytes"])  # type: ignore[list-item]
 
@@ -133,7 +134,7 @@ def test_four_tokens_and_out_of_range_ones_ignored() -> None:
         body += notify(16419, t, nxt=41 if k + 1 < len(chain) else 0)
     r = wire.parse_qcd_reply(message(41, body))
     assert r.tokens == tuple(toks)
-    assert [i.index for i in r.ignored] == [0, 3]
+    assert [i.position for i in r.ignored] == [0, 3]
     assert "15" in r.ignored[0].reason and "129" in r.ignored[1].reason
     # With an SPI (SPI Size must be 0) the token is ignored too.
     r = wire.parse_qcd_reply(message(41, notify(16419, TOK32, spi=b"\x01\x02\x03\x04")))
@@ -145,7 +146,7 @@ def test_token_cap() -> None:
     body = b"".join(notify(16419, bytes([k]) * 16, nxt=41 if k + 1 < n else 0) for k in range(n))
     r = wire.parse_qcd_reply(message(41, body))
     assert len(r.tokens) == wire.MAX_REPLY_TOKENS >= 4
-    assert [i.index for i in r.ignored] == list(range(wire.MAX_REPLY_TOKENS, n))
+    assert [i.position for i in r.ignored] == list(range(wire.MAX_REPLY_TOKENS, n))
 
 
 def test_plain_invalid_ike_spi_and_repr_hides_tokens() -> None:
@@ -252,13 +253,14 @@ def test_build_request_shape_case_43() -> None:
     m = wire.parse_message(d)
     assert m.payloads[0].next_payload == 41 and m.payloads[0].body == b"iv+ct+icv"
     assert m.header.response
-    for bad in (
+    bads: list[Callable[[], object]] = [
         lambda: wire.build_request(SPI_I, SPI_R, exchange=256),
         lambda: wire.build_request(SPI_I, SPI_R, message_id=-1),
         lambda: wire.build_request(SPI_I, SPI_R, sk_body="text"),  # type: ignore[arg-type]
         lambda: wire.build_request(SPI_I, SPI_R, nat_t="yes"),  # type: ignore[arg-type]
         lambda: wire.build_request(SPI_I, SPI_R, initiator=1),  # type: ignore[arg-type]
-    ):
+    ]
+    for bad in bads:
         with pytest.raises(errors.InvalidArgument):
             bad()
     with pytest.raises(errors.InvalidSpi):
@@ -326,7 +328,7 @@ def test_parse_qcd_replies_batch_equals_single() -> None:
     assert len(wire.parse_qcd_replies(tuple(ds))) == len(ds)
     assert wire.parse_qcd_replies([bytearray(ds[0]), memoryview(ds[0])]).ok.all()
     with pytest.raises(errors.InvalidArgument):
-        wire.parse_qcd_replies(ds[0])
+        wire.parse_qcd_replies(ds[0])  # type: ignore[arg-type]
     with pytest.raises(errors.InvalidArgument):
         wire.parse_qcd_replies([ds[0], "text"])  # type: ignore[list-item]
     with pytest.raises(errors.InvalidArgument):
@@ -335,7 +337,7 @@ def test_parse_qcd_replies_batch_equals_single() -> None:
 
 # --- the malformed corpus ------------------------------------------------------------------
 
-PARSERS = [
+PARSERS: list[Callable[[bytes], object]] = [
     lambda d: wire.parse_message(d, nat_t=False),
     lambda d: wire.parse_qcd_reply(d, nat_t=False),
     lambda d: wire.parse_message(d),
@@ -427,3 +429,14 @@ def test_wrong_types_are_invalid_argument(bad: object) -> None:
             call(bad)  # type: ignore[arg-type]
     with pytest.raises(errors.InvalidArgument):
         wire.parse_message(b"", nat_t="auto")  # type: ignore[arg-type]
+
+
+def test_module_examples_run() -> None:
+    """The examples in the module docstrings of ikeqcd.wire and ikeqcd.pcap are executed."""
+    import doctest
+
+    from ikeqcd import pcap
+
+    for mod in (wire, pcap):
+        res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+        assert res.failed == 0 and res.attempted > 0, mod.__name__

@@ -18,6 +18,7 @@ import numpy.typing as npt
 from ikeqcd import _core
 from ikeqcd._core import TokenMaker
 from ikeqcd.errors import InvalidArgument, InvalidPolicy
+from ikeqcd.wire import Buffer
 
 __all__ = ["Reason", "TokenResponder", "SupportsContainsMany", "LiveCheck", "Source"]
 
@@ -220,6 +221,8 @@ class TokenResponder:
         if kind == "call":
             return bool(live(a, b))
         if kind == "bulk":
+            if hasattr(live, "__contains__"):  # cheaper than two 1-element arrays
+                return bool((a, b) in live)
             got = self._bulk(np.array([a], dtype=np.uint64), np.array([b], dtype=np.uint64))
             return bool(got[0])
         return False
@@ -247,7 +250,7 @@ class TokenResponder:
 
     # -- answering -----------------------------------------------------------------------
 
-    def respond(self, datagram: bytes, source: Source | None = None) -> bytes | None:
+    def respond(self, datagram: Buffer, source: Source | None = None) -> bytes | None:
         """Answer one datagram: the reply to send back to ``source``, or ``None``.
 
         The reason is counted in :attr:`counters`; use :meth:`respond_many` to get it.
@@ -263,7 +266,7 @@ class TokenResponder:
         self._counts[code] += 1
         return reply
 
-    def _respond_one(self, datagram: bytes, source: Source | None) -> tuple[bytes | None, int]:
+    def _respond_one(self, datagram: Buffer, source: Source | None) -> tuple[bytes | None, int]:
         code, a, b = self._core.classify(datagram)
         if code != Reason.REPLIED:
             return None, code
@@ -281,7 +284,7 @@ class TokenResponder:
         return self._core.build(datagram, code)
 
     def respond_many(
-        self, datagrams: Sequence[bytes], sources: Sequence[Source] | None = None
+        self, datagrams: Sequence[Buffer], sources: Sequence[Source] | None = None
     ) -> tuple[list[bytes | None], npt.NDArray[np.int8]]:
         """Answer a batch.
 

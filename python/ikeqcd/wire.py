@@ -270,7 +270,7 @@ class IkeMessage:
 class IgnoredToken(NamedTuple):
     """A QCD_TOKEN notify that :func:`parse_qcd_reply` did not take."""
 
-    index: int
+    position: int
     """Its position among the message's QCD_TOKEN notifies (0-based)."""
     reason: str
     """Why: a length outside 16..128, an SPI, or over :data:`MAX_REPLY_TOKENS`."""
