@@ -10,6 +10,7 @@
 //! - [`ratelimit`]: keyed token buckets with bounded memory (reply and verification limits);
 //! - [`wire`]: the IKEv2 codec (header, payload chain, Notify, QCD reply build/parse, NAT-T);
 //! - [`responder`]: the maker's unknown-SPI hot path (classify, reply, reason codes);
+//! - [`gate`]: the maker's reply policy (switch, rate limits, flood fallback, window);
 //! - [`table`]: the token taker's SA table (tokens and traffic times per SPI pair).
 //!
 //! ```
@@ -24,6 +25,7 @@
 
 pub mod ct;
 pub mod error;
+pub mod gate;
 pub mod kernel;
 pub mod par;
 pub mod ratelimit;

@@ -41,13 +41,14 @@ pub enum Reason {
     SessionResume = 7,
     /// The SPI pair belongs to a live SA (here or in the cluster): §9.2 MUST NOT.
     LiveSa = 8,
-    /// QCD is switched off (policy, §8.1).
+    /// QCD is switched off (policy, §8.1): plain RFC 7296, a bare INVALID_IKE_SPI was sent.
     Disabled = 9,
     /// Rate-limited: a bare INVALID_IKE_SPI was sent instead (policy, §8.1).
     RateLimitedBare = 10,
     /// Rate-limited: nothing was sent (policy, §8.1).
     RateLimitedDrop = 11,
-    /// Outside the window after start in which tokens are answered (policy, §9.3).
+    /// Outside the window after start in which tokens are answered (policy, §9.3): a bare
+    /// INVALID_IKE_SPI was sent.
     OutsideWindow = 12,
 }
 
@@ -106,7 +107,10 @@ impl Reason {
     /// Does a datagram with this reason get a reply datagram (full or bare)?
     #[must_use]
     pub fn sends(self) -> bool {
-        matches!(self, Reason::Replied | Reason::RateLimitedBare)
+        matches!(
+            self,
+            Reason::Replied | Reason::RateLimitedBare | Reason::Disabled | Reason::OutsideWindow
+        )
     }
 }
 
@@ -255,7 +259,9 @@ pub fn build_one(
     };
     match decision {
         Reason::Replied => write_reply(maker, &c, out)?,
-        Reason::RateLimitedBare => wire::write_invalid_ike_spi_reply(&c.header, c.nat_t, out),
+        Reason::RateLimitedBare | Reason::Disabled | Reason::OutsideWindow => {
+            wire::write_invalid_ike_spi_reply(&c.header, c.nat_t, out);
+        }
         _ => {}
     }
     Ok(decision)

@@ -498,3 +498,29 @@ class SaTable:
         """
     def _probe_lengths(self) -> tuple[float, int]:
         """``(mean, longest)`` slots read by a successful lookup (test hook)."""
+
+@final
+class _MakerGate:
+    """The maker's reply policy on the hot path (built by ``TokenResponder`` from a
+    ``MakerPolicy``): switch, answering window, per-source and global token buckets, fallback."""
+
+    def __new__(
+        cls,
+        *,
+        enabled: bool,
+        per_source_rate: float,
+        per_source_burst: float,
+        global_rate: float,
+        global_burst: float,
+        bare_rate: float,
+        fallback: str,
+        window_end: float | None,
+        max_sources: int,
+    ) -> _MakerGate: ...
+    def decide_many(
+        self, reasons: npt.NDArray[np.int8], keys: npt.NDArray[np.uint64], now: float, /
+    ) -> None:
+        """Decide every REPLIED entry of ``reasons`` in place, for sources ``keys``."""
+    @property
+    def sources_tracked(self) -> int:
+        """Per-source buckets currently held."""

@@ -9,6 +9,7 @@ RFC 7296 §2.21.4: never for responses or IKE_SA_INIT.
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -17,7 +18,9 @@ import numpy.typing as npt
 
 from ikeqcd import _core
 from ikeqcd._core import TokenMaker
+from ikeqcd._keys import source_key
 from ikeqcd.errors import InvalidArgument, InvalidPolicy
+from ikeqcd.policy import MakerPolicy
 from ikeqcd.wire import Buffer
 
 __all__ = ["Reason", "TokenResponder", "SupportsContainsMany", "LiveCheck", "Source"]
@@ -45,13 +48,13 @@ class Reason(enum.IntEnum):
     LIVE_SA = 8
     """The SPI pair is live here or in the cluster (RFC 6290 §9.2 MUST NOT)."""
     DISABLED = 9
-    """QCD switched off by policy (§8.1); reserved for the policy layer."""
+    """QCD switched off by policy (§8.1): plain RFC 7296, a bare INVALID_IKE_SPI was sent."""
     RATE_LIMITED_BARE = 10
     """Rate-limited: a bare INVALID_IKE_SPI was sent instead (§8.1); policy layer."""
     RATE_LIMITED_DROP = 11
     """Rate-limited: nothing sent (§8.1); policy layer."""
     OUTSIDE_WINDOW = 12
-    """Outside the answering window after start (§9.3); policy layer."""
+    """Outside the answering window after start (§9.3): a bare INVALID_IKE_SPI was sent."""
 
 
 Source = tuple[str, int]
@@ -111,10 +114,19 @@ class TokenResponder:
     Not thread-safe: use one responder per thread (they can share a ``TokenMaker``).
     """
 
-    __slots__ = ("_maker", "_core", "_live", "_live_kind", "_nat_t", "_counts", "_fast")
+    __slots__ = (
+        "_maker", "_core", "_live", "_live_kind", "_nat_t", "_counts", "_fast", "_policy",
+        "_clock", "_gate", "_admits",
+    )
 
     def __init__(
-        self, maker: TokenMaker, *, live: LiveCheck | None = None, nat_t: bool | None = None
+        self,
+        maker: TokenMaker,
+        *,
+        live: LiveCheck | None = None,
+        nat_t: bool | None = None,
+        policy: MakerPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(maker, TokenMaker):
             raise InvalidArgument(f"maker must be an ikeqcd.TokenMaker, got {type(maker).__name__}")
@@ -126,7 +138,25 @@ class TokenResponder:
         self._live: Any = live
         self._live_kind = self._kind_of(live)
         self._counts = [0] * _N_REASONS
-        self._fast = live is None and type(self).admit is TokenResponder.admit
+        if policy is not None and not isinstance(policy, MakerPolicy):
+            raise InvalidArgument(f"policy must be a MakerPolicy, got {type(policy).__name__}")
+        self._policy = policy
+        self._clock = clock
+        self._gate: Any = None
+        if policy is not None:
+            self._gate = _core._MakerGate(
+                enabled=policy.enabled,
+                per_source_rate=policy.per_source_rate,
+                per_source_burst=policy.per_source_burst,
+                global_rate=policy.global_rate,
+                global_burst=policy.global_burst,
+                bare_rate=policy.bare_rate,
+                fallback=policy.flood_fallback,
+                window_end=None if policy.token_window is None else clock() + policy.token_window,
+                max_sources=policy.max_sources,
+            )
+        self._admits = self._gate is not None or type(self).admit is not TokenResponder.admit
+        self._fast = live is None and not self._admits
 
     @staticmethod
     def _kind_of(live: object) -> str:
@@ -191,7 +221,24 @@ class TokenResponder:
             spi_i: SPI-I per datagram (0 where the header was unreadable).
             spi_r: SPI-R per datagram.
             sources: the sources given to :meth:`respond_many` (or ``None``).
+
+        With a :class:`~ikeqcd.MakerPolicy`, the default applies it here: the switch, the
+        answering window, per-source (IPv4 address or IPv6 /64) and global token buckets, and
+        the flood fallback. A subclass that overrides this and still wants the policy calls
+        ``super().admit(...)``.
         """
+        if self._gate is None:
+            return
+        if sources is None:
+            keys = np.zeros(len(reasons), dtype=np.uint64)
+        else:
+            keys = np.fromiter((source_key(src[0]) for src in sources), dtype=np.uint64, count=len(sources))
+        self._gate.decide_many(reasons, keys, self._clock())
+
+    @property
+    def policy(self) -> MakerPolicy | None:
+        """The reply policy, if any."""
+        return self._policy
 
     def _run_admit(
         self,
@@ -272,7 +319,7 @@ class TokenResponder:
             return None, code
         if self._live_kind != "none" and self._live_one(a, b):
             return None, Reason.LIVE_SA
-        if type(self).admit is not TokenResponder.admit:
+        if self._admits:
             reasons = np.zeros(1, dtype=np.int8)
             self._run_admit(
                 reasons,
@@ -312,7 +359,7 @@ class TokenResponder:
             if len(cand) and self._live_kind != "none":
                 live = self._live_mask(a[cand], b[cand])
                 reasons[cand[live]] = Reason.LIVE_SA
-            if type(self).admit is not TokenResponder.admit:
+            if self._admits:
                 self._run_admit(reasons, a, b, sources)
             replies, reasons = self._core.build_many(datagrams, reasons)
         counts = np.bincount(reasons.astype(np.intp), minlength=_N_REASONS)

@@ -3,6 +3,7 @@
 mod convert;
 mod detach;
 mod errors;
+mod gate;
 mod ratelimit;
 mod responder;
 mod table;
@@ -14,6 +15,8 @@ use pyo3::prelude::*;
 /// The native module `ikeqcd._core`. Users import from `ikeqcd`, never from here.
 #[pymodule(gil_used = false)]
 mod _core {
+    #[pymodule_export]
+    use super::gate::PyMakerGate;
     #[pymodule_export]
     use super::ratelimit::PyRateLimiter;
     #[pymodule_export]
