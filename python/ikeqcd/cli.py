@@ -1,5 +1,7 @@
 """The ``ikeqcd`` command line: ``main(argv) -> exit code``.
 
+Subcommands: ``simulate`` (the main job), ``serve`` and ``load`` (UDP load-test tools),
+``decode`` (hex or pcap -> readable IKE), ``secret`` (the maker's secret file) and ``bench``.
 Every subcommand has ``--help`` with examples. Errors are one clear line on stderr and a
 non-zero exit: 2 for usage errors, 1 for failures.
 """
@@ -8,14 +10,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from ikeqcd.errors import IkeQcdError
+from ikeqcd.errors import IkeQcdError, InvalidArgument
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+def _parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_: str,
+            description: str, examples: str) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=help_,
+        description=description,
+        epilog="examples:\n" + examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+# -- bench ------------------------------------------------------------------------------
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -38,17 +57,306 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "bench",
-        help="token throughput against Python hmac, cryptography and openssl speed",
-        description="Measure token derivation and verification against peers in the same run.",
-        epilog="examples:\n  ikeqcd bench\n  ikeqcd bench --quick --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = _parser(
+        sub, "bench", "token throughput against Python hmac, cryptography and openssl speed",
+        "Measure token derivation and verification against peers in the same run.",
+        "  ikeqcd bench\n  ikeqcd bench --quick --json",
     )
     p.add_argument("--n", type=int, default=1_000_000, help="batch size (default 1000000)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions (a rough figure)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_cmd_bench)
+
+
+# -- simulate ---------------------------------------------------------------------------
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from ikeqcd.sim import Baseline, SimConfig, plot_cdf, print_progress, simulate
+
+    custom = None
+    if args.baseline == "custom":
+        custom = Baseline.custom(args.custom_timeout, args.custom_factor, args.custom_retransmits)
+    policies = ("hardened", "rfc6290") if args.policy == "both" else (args.policy,)
+    baselines: tuple[str, ...]
+    if args.baseline is None:
+        baselines, schedule = ("strongswan", "libreswan"), "strongswan"
+    else:
+        baselines, schedule = (args.baseline,), args.baseline
+    cfg = SimConfig(
+        sas=args.sas,
+        crash_at=args.crash_at,
+        reboot_time=args.reboot_time,
+        rtt=args.rtt,
+        loss=args.loss,
+        idle=args.idle,
+        baseline=schedule,
+        custom_baseline=custom,
+        policies=policies,
+        baselines=() if args.attack else baselines,
+        seed=args.seed,
+        attack=args.attack,
+        transport=args.transport,
+        time_scale=args.time_scale,
+        pcap_sas=args.pcap_sas,
+    )
+    show_progress = not args.no_progress and (sys.stderr.isatty() or args.progress)
+    report = simulate(
+        cfg,
+        progress=print_progress() if show_progress else None,
+        pcap_path=args.pcap,
+    )
+    if show_progress:
+        sys.stderr.write("\n")
+    if args.plot:
+        plot_cdf(report, args.plot)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=1, default=_json_default))
+        return 0
+    what = "standby-replay attack (issue 202)" if args.attack else "gateway B crashes and reboots"
+    print(
+        f"ikeqcd simulate: {cfg.sas:,} IKE SAs between A and B, {what}; transport {cfg.transport}, "
+        f"seed {cfg.seed}"
+    )
+    if args.attack is None:
+        print(
+            f"B crashes at t={cfg.crash_at:g}s and is back {cfg.reboot_time:g}s later; RTT "
+            f"{cfg.rtt * 1000:g} ms, loss {cfg.loss * 100:g} %, A checks liveness after "
+            f"{cfg.idle:g}s without inbound traffic. Times are from the crash."
+        )
+    print()
+    print(report.table())
+    print()
+    for r in report.results:
+        extra = ", ".join(f"{k}={v}" for k, v in sorted(r.verdicts.items()))
+        print(f"  {r.mode}: A's verdicts {{{extra}}}; {r.detected}/{r.sas} detected; "
+              f"{r.wall_s:.2f}s wall")
+    print(f"\npeak memory {report.peak_rss_mb:.0f} MiB, {report.wall_s:.2f}s wall in all")
+    if args.plot:
+        print(f"plot written to {args.plot}")
+    if args.pcap:
+        print(f"pcap of {cfg.pcap_sas} sample SAs written to {args.pcap}")
+    return 0
+
+
+def _json_default(o: object) -> object:
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    if isinstance(o, tuple):
+        return list(o)
+    return str(o)
+
+
+def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _parser(
+        sub, "simulate", "crash-and-recover of N tunnels: QCD against liveness timers (main job)",
+        "Simulate N IKE SAs between gateways A and B; B crashes and reboots. Compares QCD\n"
+        "(hardened and plain-RFC taker presets) with RFC 7296 liveness timeouts using\n"
+        "strongSwan's and libreswan's defaults. Every message is built, protected (AES-GCM),\n"
+        "parsed and judged by the library itself. --attack standby-replay runs the issue-202\n"
+        "attack on healthy tunnels instead of a crash.",
+        "  ikeqcd simulate\n"
+        "  ikeqcd simulate --sas 100000 --loss 0.01 --json > result.json\n"
+        "  ikeqcd simulate --plot detection.png --pcap sample.pcap\n"
+        "  ikeqcd simulate --attack standby-replay\n"
+        "  ikeqcd simulate --transport udp --sas 2000 --time-scale 0.01\n"
+        "  ikeqcd simulate --baseline custom --custom-timeout 2 --custom-factor 2 --custom-retransmits 4",
+    )
+    p.add_argument("--sas", type=int, default=10_000, help="IKE SAs between A and B (default 10000)")
+    p.add_argument("--crash-at", type=float, default=30.0, help="when B crashes, s (default 30)")
+    p.add_argument("--reboot-time", type=float, default=20.0, help="B is down this long, s (default 20)")
+    p.add_argument("--rtt", type=float, default=0.05, help="round-trip time, s (default 0.05)")
+    p.add_argument("--loss", type=float, default=0.0, help="datagram loss probability (default 0)")
+    p.add_argument("--idle", type=float, default=10.0,
+                   help="liveness check after this long without inbound traffic, s (default 10)")
+    p.add_argument("--baseline", choices=["strongswan", "libreswan", "custom"], default=None,
+                   help="liveness timers (default: QCD on strongSwan's; compare both)")
+    p.add_argument("--custom-timeout", type=float, default=2.0, help="custom: first timeout, s")
+    p.add_argument("--custom-factor", type=float, default=2.0, help="custom: backoff factor")
+    p.add_argument("--custom-retransmits", type=int, default=5, help="custom: retransmissions")
+    p.add_argument("--policy", choices=["hardened", "rfc6290", "both"], default="both",
+                   help="taker preset(s) for the QCD runs (default both)")
+    p.add_argument("--attack", choices=["standby-replay"], default=None,
+                   help="run the issue-202 attack on healthy tunnels instead of a crash")
+    p.add_argument("--transport", choices=["virtual", "udp"], default="virtual",
+                   help="virtual clock (default) or real UDP sockets on loopback")
+    p.add_argument("--time-scale", type=float, default=0.02,
+                   help="udp transport: real seconds per simulated second (default 0.02)")
+    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="write a CDF plot of detection times")
+    p.add_argument("--pcap", metavar="FILE.pcap", help="write the exchanges of a few sample SAs")
+    p.add_argument("--pcap-sas", type=int, default=3, help="how many SAs go into --pcap (default 3)")
+    p.add_argument("--progress", action="store_true", help="show progress even when not a terminal")
+    p.add_argument("--no-progress", action="store_true", help="never show progress")
+    p.set_defaults(handler=_cmd_simulate)
+
+
+# -- decode -----------------------------------------------------------------------------
+
+_EXCHANGES = {34: "IKE_SA_INIT", 35: "IKE_AUTH", 36: "CREATE_CHILD_SA", 37: "INFORMATIONAL",
+              38: "IKE_SESSION_RESUME"}
+_PAYLOADS = {0: "NONE", 33: "SA", 34: "KE", 35: "IDi", 36: "IDr", 37: "CERT", 38: "CERTREQ",
+             39: "AUTH", 40: "Nonce", 41: "Notify", 42: "Delete", 43: "Vendor ID", 44: "TSi",
+             45: "TSr", 46: "SK", 47: "CP", 48: "EAP", 53: "SKF"}
+_NOTIFIES = {4: "INVALID_IKE_SPI", 5: "INVALID_MAJOR_VERSION", 7: "INVALID_SYNTAX",
+             9: "INVALID_MESSAGE_ID", 11: "INVALID_SPI", 16384: "INITIAL_CONTACT",
+             16390: "COOKIE", 16419: "QCD_TOKEN"}
+
+
+def describe(datagram: bytes, *, nat_t: bool | None = None, maker: object = None) -> str:
+    """A readable rendering of one IKE datagram (header, payloads, notifies)."""
+    from ikeqcd import wire
+
+    try:
+        msg = wire.parse_message(datagram, nat_t=nat_t)
+    except IkeQcdError as e:
+        return f"  not a valid IKEv2 message: {e}"
+    h = msg.header
+    flags = "".join(n for n, b in (("R", wire.FLAG_R), ("V", wire.FLAG_V), ("I", wire.FLAG_I))
+                    if h.flags & b) or "-"
+    lines = [
+        f"  IKEv2 {_EXCHANGES.get(h.exchange, str(h.exchange))} "
+        f"{'response' if h.response else 'request'}  "
+        f"SPIi {h.spi_i:016x}  SPIr {h.spi_r:016x}  msgid {h.message_id}  flags {flags}  "
+        f"length {h.length}{'  (UDP/4500 non-ESP marker)' if msg.nat_t else ''}",
+        "  payloads: " + ", ".join(_PAYLOADS.get(p.kind, str(p.kind)) for p in msg.payloads),
+    ]
+    for n in msg.notifies:
+        name = _NOTIFIES.get(n.notify_type, f"type {n.notify_type}")
+        line = f"    N({name}) protocol {n.protocol_id} spi-size {len(n.spi)} data {len(n.data)} octets"
+        if n.notify_type == wire.NOTIFY_QCD_TOKEN and maker is not None:
+            from ikeqcd._core import TokenMaker
+
+            assert isinstance(maker, TokenMaker)
+            ok = maker.verify(h.spi_i, h.spi_r, n.data) if len(n.data) == maker.token_len else False
+            line += "  token VERIFIED" if ok else "  token does NOT match this secret"
+        elif n.notify_type == wire.NOTIFY_INVALID_SPI and len(n.data) == 4:
+            line += f"  child SPI {n.data.hex()}"
+        lines.append(line)
+    if msg.encrypted:
+        lines.append("  protected (SK): contents not shown")
+    return "\n".join(lines)
+
+
+def _cmd_decode(args: argparse.Namespace) -> int:
+    from ikeqcd.pcap import read_pcap
+
+    maker = None
+    if args.secret_file:
+        from ikeqcd.secret import SecretStore
+
+        store = SecretStore(args.secret_file, algorithm=None)
+        store.load()
+        maker = store.maker()
+    nat_t = {"auto": None, "500": False, "4500": True}[args.port]
+    items: list[tuple[str, bytes, bool | None]] = []
+    if args.pcap:
+        for k, p in enumerate(read_pcap(args.pcap)):
+            if args.port == "auto" and 4500 in (p.sport, p.dport):
+                framing: bool | None = True
+            elif args.port == "auto" and 500 in (p.sport, p.dport):
+                framing = False
+            else:
+                framing = nat_t
+            items.append((f"#{k} t={p.timestamp:.6f} {p.src}:{p.sport} -> {p.dst}:{p.dport}",
+                          p.payload, framing))
+    hexes = list(args.hex)
+    if not args.pcap and not hexes:
+        hexes = [line for line in sys.stdin.read().split() if line]
+    for k, hx in enumerate(hexes):
+        try:
+            data = bytes.fromhex(hx.replace(":", ""))
+        except ValueError:
+            raise InvalidArgument(f"argument {k + 1} is not hex: {hx[:40]!r}") from None
+        items.append((f"#{k} ({len(data)} octets)", data, nat_t))
+    if not items:
+        raise InvalidArgument("nothing to decode: give hex strings, --pcap FILE, or hex on stdin")
+    for title, data, framing in items:
+        print(title)
+        print(describe(data, nat_t=framing, maker=maker))
+    return 0
+
+
+def _add_decode(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _parser(
+        sub, "decode", "hex or a pcap file -> the IKE header and notifies, readable",
+        "Decode IKEv2 datagrams given as hex (arguments or stdin) or read from a pcap file.\n"
+        "With --secret-file, QCD tokens are verified against the maker's secret.",
+        "  ikeqcd decode 1122334455667788...\n"
+        "  ikeqcd decode --pcap sample.pcap --secret-file /var/lib/ikeqcd/qcd.secret\n"
+        "  xxd -p reply.bin | ikeqcd decode",
+    )
+    p.add_argument("hex", nargs="*", help="datagrams as hex strings")
+    p.add_argument("--pcap", metavar="FILE", help="read UDP datagrams from a pcap file")
+    p.add_argument("--port", choices=["auto", "500", "4500"], default="auto",
+                   help="framing: 4500 expects the non-ESP marker (default: auto)")
+    p.add_argument("--secret-file", metavar="FILE", help="verify tokens with this secret file")
+    p.set_defaults(handler=_cmd_decode)
+
+
+# -- secret -----------------------------------------------------------------------------
+
+
+def _cmd_secret(args: argparse.Namespace) -> int:
+    from ikeqcd.secret import SecretStore
+
+    if args.action == "init":
+        store = SecretStore(args.file, algorithm=args.algorithm)
+        store.create()
+        print(f"created {args.file}: {store.algorithm}, fingerprint {store.fingerprint()}")
+        return 0
+    if args.action == "import":
+        blob = sys.stdin.buffer.read() if args.input == "-" else Path(args.input).read_bytes()
+        store = SecretStore.import_to(args.file, blob, replace=args.replace)
+        print(f"imported into {args.file}: {store.generations} generation(s), "
+              f"fingerprint {store.fingerprint()}")
+        return 0
+    store = SecretStore(args.file, algorithm=None)
+    store.load()
+    if args.action == "rotate":
+        store.rotate()
+        print(f"rotated {args.file}: {store.generations} generation(s), "
+              f"fingerprint {store.fingerprint()}")
+    elif args.action == "fingerprint":
+        print(store.fingerprint())
+    elif args.action == "export":
+        blob = store.export_bytes()
+        if args.output == "-":
+            if sys.stdout.isatty():
+                raise InvalidArgument("refusing to write secret material to a terminal; use --output FILE")
+            sys.stdout.buffer.write(blob)
+        else:
+            fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(blob)
+            print(f"exported {args.file} to {args.output} (mode 0600; it is the secret itself)",
+                  file=sys.stderr)
+    return 0
+
+
+def _add_secret(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _parser(
+        sub, "secret", "create, rotate, fingerprint, export or import the maker's secret file",
+        "Manage the QCD secret of a token maker (RFC 6290 §5.1). The file is versioned,\n"
+        "checksummed, mode 0600, written atomically; a bad file is refused, never replaced.",
+        "  ikeqcd secret init --file /var/lib/ikeqcd/qcd.secret\n"
+        "  ikeqcd secret rotate --file /var/lib/ikeqcd/qcd.secret\n"
+        "  ikeqcd secret fingerprint --file /var/lib/ikeqcd/qcd.secret\n"
+        "  ikeqcd secret export --file qcd.secret --output standby.blob\n"
+        "  ikeqcd secret import --file standby/qcd.secret --input standby.blob",
+    )
+    p.add_argument("action", choices=["init", "rotate", "fingerprint", "export", "import"])
+    p.add_argument("--file", required=True, help="the secret file")
+    p.add_argument("--algorithm", default="hmac-sha256",
+                   choices=["hmac-sha256", "hmac-sha512", "hmac-sha1"], help="init: algorithm")
+    p.add_argument("--output", default="-", help="export: where to write (default stdout, not a tty)")
+    p.add_argument("--input", default="-", help="import: blob to read (default stdin)")
+    p.add_argument("--replace", action="store_true", help="import: replace an existing file")
+    p.set_defaults(handler=_cmd_secret)
+
+
+# -- main -------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    _add_simulate(sub)
     _add_bench(sub)
+    _add_decode(sub)
+    _add_secret(sub)
     return parser
 
 
@@ -71,6 +382,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except IkeQcdError as e:
+        print(f"ikeqcd {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
         print(f"ikeqcd {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

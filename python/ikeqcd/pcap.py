@@ -24,9 +24,12 @@ from typing import NamedTuple
 
 from ikeqcd.errors import InvalidAddress, InvalidArgument
 
-__all__ = ["PcapPacket", "write_pcap", "LINKTYPE_ETHERNET"]
+__all__ = ["PcapPacket", "write_pcap", "read_pcap", "LINKTYPE_ETHERNET", "LINKTYPE_RAW"]
 
 LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW = 101
+_LINKTYPE_RAW_ALT = 12
+_LINKTYPE_LINUX_SLL = 113
 _MAGIC_US = 0xA1B2C3D4
 _SNAPLEN = 65535
 _SRC_MAC = bytes.fromhex("020000000001")
@@ -142,3 +145,88 @@ def write_pcap(
         f.write(header)
         f.writelines(records)
     return len(records)
+
+
+def _udp_from_ip(data: bytes) -> tuple[str, int, str, int, bytes] | None:
+    if not data:
+        return None
+    version = data[0] >> 4
+    if version == 4 and len(data) >= 20:
+        ihl = (data[0] & 0x0F) * 4
+        total = int.from_bytes(data[2:4], "big")
+        if data[9] != 17 or len(data) < ihl + 8 or ihl < 20:
+            return None
+        frag = int.from_bytes(data[6:8], "big") & 0x1FFF
+        if frag:
+            return None
+        src = str(ipaddress.IPv4Address(data[12:16]))
+        dst = str(ipaddress.IPv4Address(data[16:20]))
+        udp = data[ihl : min(len(data), total) if total >= ihl + 8 else len(data)]
+    elif version == 6 and len(data) >= 48:
+        if data[6] != 17:  # no extension headers are followed
+            return None
+        src = str(ipaddress.IPv6Address(data[8:24]))
+        dst = str(ipaddress.IPv6Address(data[24:40]))
+        udp = data[40:]
+    else:
+        return None
+    sport, dport, ulen = struct.unpack_from("!HHH", udp, 0)
+    end = min(len(udp), ulen) if ulen >= 8 else len(udp)
+    return src, sport, dst, dport, bytes(udp[8:end])
+
+
+def read_pcap(path: str | os.PathLike[str]) -> list[PcapPacket]:
+    """Read the UDP datagrams of a classic pcap file (Ethernet, raw IP or Linux cooked
+    captures; either byte order; micro- or nanosecond timestamps). Non-UDP packets and IP
+    fragments are skipped.
+
+    Raises:
+        InvalidArgument: not a pcap file, an unsupported link type, or a truncated record.
+    """
+    data = open(path, "rb").read()  # noqa: SIM115 - small files; read at once
+    if len(data) < 24:
+        raise InvalidArgument(f"{path}: too short for a pcap file header")
+    magic = data[:4]
+    if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
+        end = "<"
+    elif magic in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
+        end = ">"
+    else:
+        raise InvalidArgument(f"{path}: not a classic pcap file (pcapng is not supported)")
+    nano = magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+    linktype = struct.unpack_from(end + "I", data, 20)[0] & 0x0FFFFFFF
+    if linktype not in (LINKTYPE_ETHERNET, LINKTYPE_RAW, _LINKTYPE_RAW_ALT, _LINKTYPE_LINUX_SLL):
+        raise InvalidArgument(f"{path}: unsupported link type {linktype}")
+    out: list[PcapPacket] = []
+    off = 24
+    k = 0
+    while off < len(data):
+        if off + 16 > len(data):
+            raise InvalidArgument(f"{path}: record {k} header is truncated")
+        sec, frac, incl, _orig = struct.unpack_from(end + "IIII", data, off)
+        off += 16
+        if off + incl > len(data):
+            raise InvalidArgument(f"{path}: record {k} is truncated")
+        frame = data[off : off + incl]
+        off += incl
+        k += 1
+        if linktype == LINKTYPE_ETHERNET:
+            if len(frame) < 14:
+                continue
+            ethertype = int.from_bytes(frame[12:14], "big")
+            ip = frame[14:]
+            while ethertype == 0x8100 and len(ip) >= 4:  # VLAN tags
+                ethertype = int.from_bytes(ip[2:4], "big")
+                ip = ip[4:]
+            if ethertype not in (0x0800, 0x86DD):
+                continue
+        elif linktype == _LINKTYPE_LINUX_SLL:
+            ip = frame[16:]
+        else:
+            ip = frame
+        udp = _udp_from_ip(ip)
+        if udp is None:
+            continue
+        ts = sec + frac / (1e9 if nano else 1e6)
+        out.append(PcapPacket(ts, *udp))
+    return out

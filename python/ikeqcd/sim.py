@@ -1077,6 +1077,12 @@ def plot_cdf(report: SimReport, path: str | os.PathLike[str]) -> None:
         ax.step(x, y, where="post", label=f"{r.mode} (p50 {np.median(x):.1f} s)")
     cfg = report.config
     ax.set_xscale("log")
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
+    ticks = [t for t in (1, 2, 5, 10, 20, 30, 50, 70, 100, 150, 200, 300, 500, 1000)]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("time from the crash of gateway B until gateway A declares the SA dead (s, log)")
     ax.set_ylabel(f"fraction of the {cfg['sas']:,} IKE SAs")
     ax.set_ylim(0, 1.02)
