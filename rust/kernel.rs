@@ -301,6 +301,50 @@ impl Keyed<K256> {
     }
 }
 
+/// HMAC-SHA-256 of one SPI pair under up to 4 keys at once (one SHA-NI lane per key): the
+/// tokens of every secret generation for an unprotected reply. `out` receives
+/// `keys.len()` rows of `tl` octets. Returns false (writing nothing) when it cannot run
+/// (no SHA-NI, or more than 4 keys); the caller then takes the one-at-a-time path.
+pub fn mac_spis_multi(
+    lanes: Option<crate::shani::Lanes>,
+    keys: &[&Keyed<K256>],
+    spi_i: u64,
+    spi_r: u64,
+    out: &mut [u8],
+    tl: usize,
+) -> bool {
+    const L: usize = 4;
+    let (Some(lanes), n @ 2..=L) = (lanes, keys.len()) else {
+        return false;
+    };
+    let mut inner_block = [0u8; 64];
+    inner_block[..8].copy_from_slice(&spi_i.to_be_bytes());
+    inner_block[8..16].copy_from_slice(&spi_r.to_be_bytes());
+    inner_block[16] = 0x80;
+    inner_block[56..].copy_from_slice(&((64u64 + 16) * 8).to_be_bytes());
+    let mut st = [K256::IV; L];
+    for (l, s) in st.iter_mut().enumerate() {
+        *s = keys[l.min(n - 1)].inner;
+    }
+    lanes.compress::<L>(&mut st, &[inner_block; L]);
+    let mut outer_blocks = [[0u8; 64]; L];
+    for (b, s) in outer_blocks.iter_mut().zip(st.iter()) {
+        K256::write(s, &mut b[..32]);
+        b[32] = 0x80;
+        b[56..].copy_from_slice(&((64u64 + 32) * 8).to_be_bytes());
+    }
+    for (l, s) in st.iter_mut().enumerate() {
+        *s = keys[l.min(n - 1)].outer;
+    }
+    lanes.compress::<L>(&mut st, &outer_blocks);
+    for (l, row) in out.chunks_exact_mut(tl).take(n).enumerate() {
+        K256::write(&st[l], row);
+    }
+    outer_blocks.zeroize();
+    st.zeroize();
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,6 +390,22 @@ mod tests {
                 msg.extend_from_slice(&b[i].to_be_bytes());
                 let want = reference!(sha2::Sha256, &key, &msg);
                 prop_assert_eq!(&fast[i * tl..(i + 1) * tl], &want[..tl]);
+            }
+        }
+
+        #[test]
+        fn multi_key_matches(keys in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 16..80), 2..=4),
+                             a in any::<u64>(), b in any::<u64>(), tl in 16usize..=32) {
+            let keyed: Vec<Keyed<K256>> = keys.iter().map(|k| Keyed::new(k)).collect();
+            let refs: Vec<&Keyed<K256>> = keyed.iter().collect();
+            let mut out = vec![0u8; keys.len() * tl];
+            if mac_spis_multi(crate::shani::Lanes::new(), &refs, a, b, &mut out, tl) {
+                let mut msg = a.to_be_bytes().to_vec();
+                msg.extend_from_slice(&b.to_be_bytes());
+                for (i, k) in keys.iter().enumerate() {
+                    let want = reference!(sha2::Sha256, k, &msg);
+                    prop_assert_eq!(&out[i * tl..(i + 1) * tl], &want[..tl]);
+                }
             }
         }
 

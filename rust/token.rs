@@ -326,6 +326,30 @@ impl TokenMaker {
     /// Write all generations' tokens for one SPI pair into `out`
     /// (`out.len() == generations * token_len`), current first.
     pub fn derive_all_into(&self, spi_i: u64, spi_r: u64, out: &mut [u8]) {
+        if self.keys.len() > 1 {
+            let mut refs: [Option<&Keyed<K256>>; MAX_GENERATIONS] = [None; MAX_GENERATIONS];
+            for (r, k) in refs.iter_mut().zip(&self.keys) {
+                if let KeyState::S256(k) = k {
+                    *r = Some(k);
+                }
+            }
+            let n = self.keys.len();
+            if refs[..n].iter().all(Option::is_some) {
+                let keys: [&Keyed<K256>; MAX_GENERATIONS] =
+                    std::array::from_fn(|i| refs[i.min(n - 1)].expect("checked above"));
+                let lanes = crate::shani::Lanes::new();
+                if crate::kernel::mac_spis_multi(
+                    lanes,
+                    &keys[..n],
+                    spi_i,
+                    spi_r,
+                    out,
+                    self.token_len,
+                ) {
+                    return;
+                }
+            }
+        }
         for (key, chunk) in self.keys.iter().zip(out.chunks_mut(self.token_len)) {
             key.mac_spis(spi_i, spi_r, &[], chunk);
         }
