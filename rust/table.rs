@@ -5,7 +5,7 @@
 //!
 //! - an open-addressing index of 20-octet slots: the key (SPI-I, SPI-R) as four `u32`s and
 //!   a 32-bit handle (`class << 24 | record`). Linear probing from `hash * slots >> 64`, at
-//!   most 4/5 full, growing by 3/2, backward-shift deletion (no tombstones). The hash is
+//!   most 7/10 full, growing by 3/2, backward-shift deletion (no tombstones). The hash is
 //!   SipHash-1-3 under a random key drawn per table (`std`'s `RandomState`): SPI-I is chosen
 //!   by the remote peer, so a fixed or unkeyed hash would let it pile its SAs into one probe
 //!   sequence. Batch lookups run in groups: hash the group, touch each home slot, then probe,
@@ -94,8 +94,8 @@ const VACANT: Slot = Slot {
     handle: EMPTY,
 };
 /// The index grows when it would be more than LOAD_NUM/LOAD_DEN full ...
-const LOAD_NUM: usize = 4;
-const LOAD_DEN: usize = 5;
+const LOAD_NUM: usize = 7;
+const LOAD_DEN: usize = 10;
 /// ... and shrinks when it falls below 1/SHRINK_DEN full.
 const SHRINK_DEN: usize = 5;
 const MIN_SLOTS: usize = 16;
