@@ -694,7 +694,8 @@ impl SaTable {
         if !self.index.slots.is_empty() {
             if let Ok(i) = self.index.probe(self.index.home(hash), key) {
                 let slot = &mut self.index.slots[i];
-                slot.handle = Self::replace_record(&mut self.arenas, slot.handle, token, self.history);
+                slot.handle =
+                    Self::replace_record(&mut self.arenas, slot.handle, token, self.history);
                 return false;
             }
         }
@@ -1166,21 +1167,39 @@ mod tests {
     #[test]
     fn errors() {
         let mut t = SaTable::new(1, 0).unwrap();
-        assert!(matches!(SaTable::new(0, 0), Err(CoreError::InvalidArgument(_))));
-        assert!(matches!(SaTable::new(5, 0), Err(CoreError::InvalidArgument(_))));
+        assert!(matches!(
+            SaTable::new(0, 0),
+            Err(CoreError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            SaTable::new(5, 0),
+            Err(CoreError::InvalidArgument(_))
+        ));
         assert!(matches!(
             SaTable::new(1, CAPACITY_MAX + 1),
             Err(CoreError::CapacityExceeded(_))
         ));
-        assert!(matches!(t.insert(1, 2, &[0; 15], 0.0), Err(CoreError::InvalidToken(_))));
-        assert!(matches!(t.insert(1, 2, &[0; 129], 0.0), Err(CoreError::InvalidToken(_))));
+        assert!(matches!(
+            t.insert(1, 2, &[0; 15], 0.0),
+            Err(CoreError::InvalidToken(_))
+        ));
+        assert!(matches!(
+            t.insert(1, 2, &[0; 129], 0.0),
+            Err(CoreError::InvalidToken(_))
+        ));
         assert!(matches!(
             t.insert(1, 2, &[0; 16], f64::NAN),
             Err(CoreError::InvalidArgument(_))
         ));
-        assert!(matches!(t.check(1, 2, &[]), Err(CoreError::InvalidToken(_))));
+        assert!(matches!(
+            t.check(1, 2, &[]),
+            Err(CoreError::InvalidToken(_))
+        ));
         let many = vec![&[0u8; 16][..]; RECEIVED_MAX + 1];
-        assert!(matches!(t.check(1, 2, &many), Err(CoreError::InvalidToken(_))));
+        assert!(matches!(
+            t.check(1, 2, &many),
+            Err(CoreError::InvalidToken(_))
+        ));
         assert!(matches!(
             t.insert_batch(&[1], &[], &[0; 16], 16, 0.0),
             Err(CoreError::ShapeMismatch(_))
@@ -1219,7 +1238,10 @@ mod tests {
             let max = *load.iter().max().unwrap();
             let empty = load.iter().filter(|&&l| l == 0).count() as f64 / n as f64;
             assert!(max <= 12, "max bucket load {max}");
-            assert!((empty - (-1.0f64).exp()).abs() < 0.02, "empty fraction {empty}");
+            assert!(
+                (empty - (-1.0f64).exp()).abs() < 0.02,
+                "empty fraction {empty}"
+            );
         }
         // Two tables hash differently.
         let u = SaTable::new(1, 0).unwrap();
@@ -1262,7 +1284,9 @@ mod tests {
     fn memory_per_sa() {
         let n = 100_000u64;
         let mut t = SaTable::new(1, 0).unwrap();
-        let a: Vec<u64> = (0..n).map(|k| k.wrapping_mul(0x9E37_79B9_7F4A_7C15)).collect();
+        let a: Vec<u64> = (0..n)
+            .map(|k| k.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .collect();
         let toks = vec![0xA5u8; n as usize * 32];
         t.insert_batch(&a, &a, &toks, 32, 0.0).unwrap();
         let per = t.memory_bytes() as f64 / n as f64;
@@ -1271,6 +1295,42 @@ mod tests {
         t.clear();
         assert!(t.memory_bytes() < 16_384);
     }
+
+    #[test]
+    fn churn_keeps_every_key_findable() {
+        // Many inserts and removals through growth and shrinking: backward-shift deletion
+        // must leave every remaining key reachable from its home slot.
+        let mut t = SaTable::new(1, 0).unwrap();
+        let mut model = std::collections::HashSet::new();
+        let mut s = 0x2545_F491_4F6C_DD1Du64;
+        let mut rnd = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for round in 0..6 {
+            for _ in 0..8000 {
+                let k = (rnd() % 20_000, rnd() % 3);
+                t.insert(k.0, k.1, &tok(round, 16), 0.0).unwrap();
+                model.insert(k);
+            }
+            for _ in 0..(if round < 4 { 6000 } else { 30_000 }) {
+                let k = (rnd() % 20_000, rnd() % 3);
+                assert_eq!(t.remove(k.0, k.1), model.remove(&k));
+            }
+            assert_eq!(t.len(), model.len());
+            for &(a, b) in &model {
+                assert!(t.contains(a, b));
+            }
+            let (mean, longest) = t.probe_lengths();
+            assert!(mean < 3.0 && longest < 200, "{mean} {longest}");
+        }
+        assert!(t.index.slots.len() <= slots_for(t.len()) * 5);
+    }
+
+    /// Tokens newest first, last inbound, last outbound.
+    type ModelSa = (Vec<Vec<u8>>, f64, f64);
 
     #[derive(Debug, Clone)]
     enum Op {
@@ -1294,7 +1354,7 @@ mod tests {
         #[test]
         fn agrees_with_model(history in 1usize..=4, ops in prop::collection::vec(op(), 1..80)) {
             let mut t = SaTable::new(history, 0).unwrap();
-            let mut model: HashMap<(u64, u64), (Vec<Vec<u8>>, f64, f64)> = HashMap::new();
+            let mut model: HashMap<(u64, u64), ModelSa> = HashMap::new();
             let mut now = 0.0;
             for o in ops {
                 now += 0.25;

@@ -259,9 +259,7 @@ impl PySaTable {
         let (toks, width) = convert::u8_matrix(tokens, "tokens", a.len())?;
         let toks = Zeroizing::new(toks);
         let now = now_or_monotonic(py, now)?;
-        Ok(self.writing(py, a.len(), |t| {
-            t.insert_batch(&a, &b, &toks, width, now)
-        })?)
+        Ok(self.writing(py, a.len(), |t| t.insert_batch(&a, &b, &toks, width, now))?)
     }
 
     /// Batch remove: a bool array, True where the pair was there.
@@ -343,9 +341,7 @@ impl PySaTable {
         inbound: bool,
     ) -> PyResult<usize> {
         let (a, b) = convert::spi_pair(spi_i, spi_r)?;
-        Ok(self.writing(py, a.len(), |t| {
-            t.touch_batch(&a, &b, now, inbound)
-        })?)
+        Ok(self.writing(py, a.len(), |t| t.touch_batch(&a, &b, now, inbound))?)
     }
 
     /// SPI pairs due for a liveness check at ``now``.
