@@ -14,7 +14,9 @@
 //!   tokens`, the tokens (newest first) packed back to back, its size `12 + Σ lens` rounded
 //!   up to 4 octets. Arenas grow by pages of 1024 records, reuse freed records through an
 //!   intrusive free list, drop their pages when they become empty, and zero every record
-//!   that is freed and every page that is dropped (T-13).
+//!   that is freed and every page that is dropped (T-13). After heavy churn an arena keeps
+//!   its high-water mark of pages (freed records are reused, not compacted); the index
+//!   shrinks below 1/5 load.
 //!
 //! Timestamps are milliseconds (`u32`) since the table's epoch, which is the first `now` the
 //! table saw. Before a tick would overflow, the epoch moves forward so that `now` sits at
