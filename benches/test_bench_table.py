@@ -46,15 +46,17 @@ class Data:
 def data(request: pytest.FixtureRequest) -> Iterator[Data]:
     yield Data()
     tr = request.config.pluginmanager.get_plugin("terminalreporter")
-    if tr is None or not RESULTS:
+    capman = request.config.pluginmanager.get_plugin("capturemanager")
+    if tr is None or capman is None or not RESULTS:
         return
-    tr.write_line("")
-    tr.write_line(f"SaTable at {N:,} SAs, {TOKEN}-octet tokens (M items/s; x = ratio to dict)")
-    for name, rate in RESULTS.items():
-        op = name.split(" ")[0]
-        peer = RESULTS.get(f"{op} dict")
-        ratio = f"  x{rate / peer:6.1f}" if peer and not name.endswith("dict") else ""
-        tr.write_line(f"  {name:<28} {rate / 1e6:8.2f}{ratio}")
+    with capman.global_and_fixture_disabled():
+        tr.write_line("")
+        tr.write_line(f"SaTable at {N:,} SAs, {TOKEN}-octet tokens (M items/s; x = ratio to dict)")
+        for name, rate in RESULTS.items():
+            op = name.split(" ")[0]
+            peer = RESULTS.get(f"{op} dict")
+            ratio = f"  x{rate / peer:6.1f}" if peer and not name.endswith("dict") else ""
+            tr.write_line(f"  {name:<28} {rate / 1e6:8.2f}{ratio}")
 
 
 def run(benchmark: Any, name: str, fn: Callable[[], object], n: int = N, **kw: Any) -> None:

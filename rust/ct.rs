@@ -16,14 +16,14 @@ pub fn eq(a: &[u8], b: &[u8]) -> Choice {
     // OR of the XORs, eight octets at a time, then one `ConstantTimeEq` on the result: no
     // branch depends on the contents (the per-octet `ConstantTimeEq for [u8]` costs an
     // optimisation barrier per octet, ~8x slower for a 32-octet token).
-    let (ac, ar) = a.as_chunks::<8>();
-    let (bc, br) = b.as_chunks::<8>();
+    let (aw, bw) = (a.chunks_exact(8), b.chunks_exact(8));
     let mut acc = 0u64;
-    for (x, y) in ac.iter().zip(bc) {
-        acc |= u64::from_ne_bytes(*x) ^ u64::from_ne_bytes(*y);
-    }
-    for (x, y) in ar.iter().zip(br) {
+    for (x, y) in aw.remainder().iter().zip(bw.remainder()) {
         acc |= u64::from(x ^ y);
+    }
+    for (x, y) in aw.zip(bw) {
+        let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]));
+        acc |= word(x) ^ word(y);
     }
     acc.ct_eq(&0)
 }
@@ -62,5 +62,24 @@ mod tests {
         assert!(to_bool(eq_any(b"x", [&b"a"[..], &b"x"[..]])));
         assert!(!to_bool(eq_any(b"x", [&b"a"[..], &b"b"[..]])));
         assert!(!to_bool(eq_any(b"x", std::iter::empty())));
+    }
+
+    #[test]
+    fn every_position_and_length() {
+        // Word-wise comparison: a difference in any octet, in the words or the tail, counts.
+        for len in [0usize, 1, 7, 8, 9, 16, 17, 20, 31, 32, 33, 64, 127, 128] {
+            let a: Vec<u8> = (0..len).map(|k| k as u8 ^ 0x5A).collect();
+            assert!(to_bool(eq(&a, &a.clone())));
+            for k in 0..len {
+                for bit in [0x01u8, 0x80] {
+                    let mut b = a.clone();
+                    b[k] ^= bit;
+                    assert!(!to_bool(eq(&a, &b)), "len {len} octet {k}");
+                }
+            }
+            let mut longer = a.clone();
+            longer.push(0);
+            assert!(!to_bool(eq(&a, &longer)));
+        }
     }
 }

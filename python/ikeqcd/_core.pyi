@@ -484,7 +484,12 @@ class SaTable:
     def timestamps(self, spi_i: int, spi_r: int, /) -> tuple[float, float] | None:
         """``(last_in, last_out)`` of an SA in seconds (millisecond resolution), or None."""
     def memory_bytes(self) -> int:
-        """Bytes held by the table: the index's whole capacity and every record page."""
+        """Bytes held by the table: the index's whole capacity and every record page.
+
+        About 73 per SA at 10**6 SAs with 32-octet tokens and ``history=1``: a 20-octet
+        index slot at 7/10 load or less, and a 44-octet record (two 32-bit millisecond times,
+        four length octets, the token). Records freed by removals are reused, not compacted.
+        """
     def clear(self) -> None:
         """Remove every SA, zero every token and give the memory back."""
     def to_arrays(self) -> dict[str, npt.NDArray[np.generic]]:

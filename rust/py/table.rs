@@ -92,9 +92,12 @@ fn received_tokens(obj: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u8>>> {
                 "received token {k} must be bytes, bytearray or memoryview"
             ))
         })?);
-        if out.len() > RECEIVED_MAX {
-            break; // the core reports the count
-        }
+    }
+    if out.len() > RECEIVED_MAX {
+        return Err(InvalidToken::new_err(format!(
+            "check takes 1 to {RECEIVED_MAX} received tokens, got {}",
+            out.len()
+        )));
     }
     Ok(out)
 }
