@@ -129,7 +129,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     print()
     for r in report.results:
         extra = ", ".join(f"{k}={v}" for k, v in sorted(r.verdicts.items()))
-        print(f"  {r.mode}: A's verdicts {{{extra}}}; {r.detected}/{r.sas} detected; "
+        cancelled = f"; {r.restarts_cancelled} held restarts cancelled" if r.restarts_cancelled else ""
+        print(f"  {r.mode}: A's verdicts {{{extra}}}; {r.detected}/{r.sas} detected{cancelled}; "
               f"{r.wall_s:.2f}s wall")
     print(f"\npeak memory {report.peak_rss_mb:.0f} MiB, {report.wall_s:.2f}s wall in all")
     if args.plot:

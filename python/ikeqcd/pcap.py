@@ -183,7 +183,8 @@ def read_pcap(path: str | os.PathLike[str]) -> list[PcapPacket]:
     Raises:
         InvalidArgument: not a pcap file, an unsupported link type, or a truncated record.
     """
-    data = open(path, "rb").read()  # noqa: SIM115 - small files; read at once
+    with open(path, "rb") as f:
+        data = f.read()
     if len(data) < 24:
         raise InvalidArgument(f"{path}: too short for a pcap file header")
     magic = data[:4]

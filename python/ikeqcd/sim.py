@@ -174,6 +174,7 @@ class ModeResult:
     datagrams_after_crash: int
     bytes_after_crash: int
     wrongly_torn_down: int
+    restarts_cancelled: int
     verdicts: dict[str, int]
     responder: dict[str, int]
     wall_s: float
@@ -506,8 +507,11 @@ class _GatewayB:
                 continue
             k = _k(h.spi_i)
             if h.exchange == wire.EXCHANGE_IKE_SA_INIT:
-                spi_r = int(self.w.rng.integers(1, 2**63))
-                self.si[k], self.sr[k], self.authed[k] = h.spi_i, spi_r, False
+                if int(self.si[k]) == h.spi_i and self.sr[k] and not self.authed[k]:
+                    spi_r = int(self.sr[k])  # a retransmitted request: the same answer
+                else:
+                    spi_r = int(self.w.rng.integers(1, 2**63))
+                    self.si[k], self.sr[k], self.authed[k] = h.spi_i, spi_r, False
                 out.append(
                     _protect.plain_message(
                         h.spi_i, spi_r, exchange=wire.EXCHANGE_IKE_SA_INIT, message_id=0,
@@ -585,6 +589,7 @@ class _GatewayA:
             SaTable(), policy=policy if qcd else policy.with_(enabled=False), clock=net.now
         )
         self.check_dgram: dict[int, bytes] = {}
+        self.est_dgram: dict[int, bytes] = {}  # the IKE_SA_INIT / IKE_AUTH request in flight
         self.mbb_old: dict[int, tuple[int, int]] = {}
         self._fresh: list[int] = []  # tunnels whose SA came up in this batch
         self._answered: list[int] = []  # tunnels whose liveness check was answered
@@ -608,7 +613,29 @@ class _GatewayA:
             )
             for s in new
         ]
+        self._send_establishing(ks, msgs, INIT_SENT)
+
+    def _send_establishing(self, ks: npt.NDArray[np.int64], msgs: list[bytes], state: int) -> None:
+        """Send IKE_SA_INIT / IKE_AUTH requests and retransmit them on the same schedule as
+        liveness checks (RFC 7296 §2.1: only the initiator retransmits)."""
+        for k, m in zip(ks.tolist(), msgs):
+            self.est_dgram[k] = m
         self.net.send("A", "B", msgs)
+        snap = self.w.spi_i[ks].copy()
+        self.net.at(self.net.now() + self.schedule.timeouts[0], self._est_timeout, ks, snap, state, 0)
+
+    def _est_timeout(self, ks: npt.NDArray[np.int64], snap: U64, state: int, attempt: int) -> None:
+        w = self.w
+        keep = (w.state[ks] == state) & (w.spi_i[ks] == snap)
+        ks, snap = ks[keep], snap[keep]
+        if not len(ks):
+            return
+        nxt = attempt + 1
+        if nxt < len(self.schedule.timeouts):
+            self.net.send("A", "B", [self.est_dgram[k] for k in ks.tolist()])
+            self.net.at(self.net.now() + self.schedule.timeouts[nxt], self._est_timeout, ks, snap, state, nxt)
+        else:
+            self.establish(ks)  # start over with a new SA
 
     def _on_init_response(self, k: int, spi_i: int, spi_r: int) -> bytes | None:
         w = self.w
@@ -641,6 +668,7 @@ class _GatewayA:
             self.detector.token_received(spi_i, spi_r, os.urandom(32))
         now = self.net.now()
         w.state[k] = UP
+        self.est_dgram.pop(k, None)
         self._fresh.append(k)  # traffic starts now in both directions (flushed per batch)
         if not math.isnan(w.detect_t[k]) and math.isnan(w.back_t[k]):
             w.back_t[k] = now
@@ -679,6 +707,8 @@ class _GatewayA:
         now = self.net.now()
         si, _sr = self.detector.due_liveness(now, idle=self.cfg.idle)
         if len(si):
+            order = np.argsort(si & np.uint64(IDX_MASK), kind="stable")  # table order is random
+            si = si[order]
             ks = (si & np.uint64(IDX_MASK)).astype(np.int64)
             ks = ks[(w.state[ks] == UP) & (w.spi_i[ks] == si)]
             self.start_checks(ks[: self.cfg.max_checks_per_scan])
@@ -781,6 +811,7 @@ class _GatewayA:
     def receive(self, datagrams: list[bytes], sources: list[tuple[str, int]]) -> None:
         w = self.w
         out: list[bytes] = []
+        auth_ks: list[int] = []
         deferred = False
         for d, src in zip(datagrams, sources):
             try:
@@ -794,6 +825,7 @@ class _GatewayA:
             if h.exchange == wire.EXCHANGE_IKE_SA_INIT and h.response and h.next_payload != wire.PAYLOAD_NOTIFY:
                 m = self._on_init_response(k, h.spi_i, h.spi_r)
                 if m is not None:
+                    auth_ks.append(k)
                     out.append(m)
                 continue
             if h.next_payload == wire.PAYLOAD_SK and h.response:
@@ -819,7 +851,8 @@ class _GatewayA:
                 deferred = True
         if deferred:  # one poll for the batch, when its held decisions become due
             self.net.at(self.net.now() + self.detector.policy.accept_delay, self._poll)
-        self.net.send("A", "B", out)
+        if out:
+            self._send_establishing(np.array(auth_ks, np.int64), out, AUTH_SENT)
         self._flush()
 
     def b_knows(self, k: int, spi_i: int, spi_r: int) -> bool:
@@ -998,6 +1031,7 @@ def _run_mode(
         datagrams_after_crash=net.count_after,
         bytes_after_crash=net.bytes_after,
         wrongly_torn_down=int(world.wrong),
+        restarts_cancelled=a.cancelled,
         verdicts=a.detector.counters,
         responder=responder_counts,
         wall_s=time.perf_counter() - t_wall,

@@ -1,0 +1,108 @@
+"""The crash-and-recover simulator, at small sizes (the default run is the README's)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from ikeqcd import pcap, wire
+from ikeqcd.errors import InvalidArgument
+from ikeqcd.sim import Baseline, SimConfig, simulate
+
+
+def by_mode(cfg: SimConfig) -> dict[str, object]:
+    return {r.mode: r for r in simulate(cfg).results}
+
+
+def test_baseline_schedules() -> None:
+    s = Baseline.strongswan()
+    assert len(s.timeouts) == 6 and s.give_up == pytest.approx(165.06, abs=0.01)
+    lib = Baseline.libreswan()
+    assert lib.timeouts[0] == 0.5 and lib.give_up == pytest.approx(60.0)
+    c = Baseline.custom(2, 2, 3)
+    assert c.timeouts == (2, 4, 8, 16)
+    with pytest.raises(InvalidArgument):
+        Baseline.custom(0, 2, 3)
+
+
+def test_qcd_detects_after_reboot_and_baselines_wait_for_timeouts() -> None:
+    cfg = SimConfig(sas=300, crash_at=20.0, reboot_time=15.0, idle=5.0)
+    res = by_mode(cfg)
+    qh, qr = res["qcd/hardened"], res["qcd/rfc6290"]
+    ss, lib = res["no-qcd/strongswan"], res["no-qcd/libreswan"]
+    for r in res.values():
+        assert r.detected == 300, r.mode  # type: ignore[attr-defined]
+        assert not math.isnan(r.all_back)  # type: ignore[attr-defined]
+        assert r.wrongly_torn_down == 0  # type: ignore[attr-defined]
+    # QCD: the first retransmission after B is back is answered with the token
+    assert 15.0 <= qr.detect_p50 <= 15.0 + 5.0 + 1.0 + 12.96  # type: ignore[attr-defined]
+    assert qh.detect_p50 == pytest.approx(qr.detect_p50 + 0.5, abs=0.2)  # accept delay
+    # without QCD, A waits for the whole retransmission schedule
+    assert ss.detect_p50 >= 165.0  # type: ignore[attr-defined]
+    assert 60.0 <= lib.detect_p50 <= 60.0 + 5.0 + 2.0  # type: ignore[attr-defined]
+    assert qr.verdicts == {"PEER_RESTARTED": 300}  # type: ignore[attr-defined]
+    assert qh.verdicts["DEFERRED"] == 300  # type: ignore[attr-defined]
+    assert ss.verdicts == {"DISABLED": ss.verdicts["DISABLED"]}  # type: ignore[attr-defined]
+    assert qr.datagrams_after_crash < ss.datagrams_after_crash  # type: ignore[attr-defined]
+
+
+def test_deterministic_for_a_seed() -> None:
+    cfg = SimConfig(sas=100, policies=("rfc6290",), baselines=(), loss=0.05, seed=7)
+    a, b = simulate(cfg).results[0], simulate(cfg).results[0]
+    assert a.detection_times == b.detection_times and a.datagrams == b.datagrams
+
+
+def test_loss_still_recovers_every_tunnel() -> None:
+    cfg = SimConfig(sas=300, policies=("hardened",), baselines=("libreswan",), loss=0.1, seed=3)
+    for r in simulate(cfg).results:
+        assert r.detected == 300 and not math.isnan(r.all_back), r.mode
+
+
+def test_standby_replay_attack_issue_202() -> None:
+    res = by_mode(SimConfig(sas=200, attack="standby-replay"))
+    assert res["qcd/rfc6290"].wrongly_torn_down == 400  # type: ignore[attr-defined]
+    assert res["qcd/hardened"].wrongly_torn_down == 0  # type: ignore[attr-defined]
+    assert res["qcd/hardened"].restarts_cancelled == 200  # type: ignore[attr-defined]
+    assert res["qcd/hardened"].verdicts["NOT_PENDING"] == 200  # type: ignore[attr-defined]
+    gate = res["qcd/rfc6290+cluster-gate"]
+    assert gate.wrongly_torn_down == 0  # type: ignore[attr-defined]
+    assert gate.responder.get("standby:LIVE_SA") == 400  # type: ignore[attr-defined]
+    assert "standby:REPLIED" not in gate.responder  # type: ignore[attr-defined]
+
+
+def test_pcap_of_sample_sas(tmp_path: Path) -> None:
+    out = tmp_path / "s.pcap"
+    simulate(SimConfig(sas=50, policies=("rfc6290",), baselines=(), pcap_sas=2), pcap_path=out)
+    packets = pcap.read_pcap(out)
+    assert packets
+    kinds = set()
+    for p in packets:
+        h = wire.parse_header(p.payload)
+        assert (h.spi_i & 0xFFFFFFFF) < 2
+        if h.next_payload == wire.PAYLOAD_NOTIFY:
+            r = wire.parse_qcd_reply(p.payload)
+            assert r.invalid_ike_spi and len(r.tokens) == 1
+            kinds.add("qcd")
+        kinds.add(h.exchange)
+    assert {"qcd", wire.EXCHANGE_IKE_SA_INIT, wire.EXCHANGE_IKE_AUTH, wire.EXCHANGE_INFORMATIONAL} <= kinds
+
+
+def test_udp_transport_on_loopback() -> None:
+    cfg = SimConfig(sas=100, crash_at=4.0, reboot_time=3.0, idle=2.0, traffic_interval=0.5,
+                    policies=("rfc6290",), baselines=(), transport="udp", time_scale=0.01)
+    r = simulate(cfg).results[0]
+    assert r.detected == 100 and r.wrongly_torn_down == 0
+    assert r.verdicts.get("PEER_RESTARTED") == 100
+    assert 3.0 <= r.detect_p50 <= 3.0 + 2.0 + 12.0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [dict(sas=0), dict(loss=1.0), dict(rtt=-1.0), dict(policies=("lax",)), dict(baselines=("x",)),
+     dict(transport="tcp"), dict(time_scale=0.0), dict(attack="other")],
+)
+def test_bad_config(bad: dict[str, object]) -> None:
+    with pytest.raises(InvalidArgument):
+        simulate(SimConfig(**bad))  # type: ignore[arg-type]
