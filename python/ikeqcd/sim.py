@@ -488,7 +488,10 @@ class _GatewayB:
         """Which of tunnels ``ks`` this gateway has, with the SPIs A uses now."""
         if not self.alive:
             return np.zeros(len(ks), bool)
-        return self.authed[ks] & (self.si[ks] == self.w.spi_i[ks]) & (self.sr[ks] == self.w.spi_r[ks])
+        same: npt.NDArray[np.bool_] = (
+            self.authed[ks] & (self.si[ks] == self.w.spi_i[ks]) & (self.sr[ks] == self.w.spi_r[ks])
+        )
+        return same
 
     def receive(self, datagrams: list[bytes], sources: list[tuple[str, int]]) -> None:
         if not self.alive:
@@ -980,8 +983,13 @@ def _run_mode(
         horizon = cfg.crash_at + cfg.reboot_time + cfg.idle + schedule.give_up + 30.0
     else:
         assert attacker is not None
-        world_up = lambda: np.flatnonzero(world.state == UP)  # noqa: E731
-        net.at(cfg.attack_at, lambda: attacker.blind(world_up()))
+        def world_up() -> npt.NDArray[np.int64]:
+            return np.flatnonzero(world.state == UP)
+
+        def blind_replay() -> None:
+            attacker.blind(world_up())
+
+        net.at(cfg.attack_at, blind_replay)
         # a routine DPD round on every SA a little later; the attacker copies each request
         def dpd_round() -> None:
             ks = world_up()
