@@ -308,6 +308,7 @@ class _Responder:
 
 def _reason_names() -> list[str]:
     """The reason names in code order (mirrored by :class:`ikeqcd.Reason`)."""
+@final
 class SaTable:
     """The token taker's SA table (RFC 6290 §3, §5, §5.3): per IKE SA, keyed by
     ``(spi_i, spi_r)``, the peer's QCD token(s) and the last inbound and outbound traffic times.
