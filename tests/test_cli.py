@@ -115,6 +115,10 @@ def test_bench_quick(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "bench", "--quick", "--n", "20000", "--json")
     assert code == 0
     names = [r["name"] for r in json.loads(out)]
+    assert any("SaTable.check_many" in n for n in names) and any("respond_many" in n for n in names)
+    code, out, _ = run(capsys, "bench", "--only", "tokens", "--quick", "--n", "20000", "--json")
+    assert code == 0
+    names = [r["name"] for r in json.loads(out)]
     assert any("Python hmac" in n for n in names) and any("1 thread" in n for n in names)
 
 

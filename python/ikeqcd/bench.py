@@ -21,7 +21,7 @@ import numpy as np
 
 from ikeqcd._core import TokenMaker
 
-__all__ = ["BenchResult", "run_token_bench", "format_results"]
+__all__ = ["BenchResult", "run_token_bench", "run_table_bench", "run_wire_bench", "format_results"]
 
 
 @dataclass
@@ -33,6 +33,8 @@ class BenchResult:
     unit: str = "tokens/s"
     note: str = ""
     extra: dict[str, float] = field(default_factory=dict)
+    vs: tuple[tuple[str, float | None], ...] = ()
+    """Peers this figure is compared with: (peer result name, target ratio or None)."""
 
 
 def _best_rate(fn: Callable[[], int], *, repeat: int, min_time: float = 0.2) -> float:
@@ -119,13 +121,16 @@ def run_token_bench(*, n: int = 1_000_000, quick: bool = False) -> list[BenchRes
         return lambda: maker.tokens(a, b, threads=threads).shape[0]
 
     one = _best_rate(batch(1), repeat=repeat)
-    results.append(BenchResult("ikeqcd tokens() batch, 1 thread", one))
+    peers = (("Python hmac.digest loop", 12.0), ("openssl speed -hmac sha256 -bytes 16", 1.5),
+             ("cryptography HMAC (copied keyed ctx)", None))
+    results.append(BenchResult("ikeqcd tokens() batch, 1 thread", one, vs=peers))
     allc = _best_rate(batch(0), repeat=repeat)
     results.append(
         BenchResult(
             f"ikeqcd tokens() batch, all threads ({cores})",
             allc,
             extra={"scaling": allc / one},
+            vs=peers[:2],
         )
     )
     toks = maker.tokens(a, b)
@@ -145,7 +150,8 @@ def run_token_bench(*, n: int = 1_000_000, quick: bool = False) -> list[BenchRes
 
     single = _best_rate(singles, repeat=repeat)
     results.append(
-        BenchResult("ikeqcd token() single call", single, extra={"us_per_call": 1e6 / single})
+        BenchResult("ikeqcd token() single call", single, extra={"us_per_call": 1e6 / single},
+                    vs=(("Python hmac.digest loop", None),))
     )
     peer_n = 20_000 if quick else 100_000
     results.append(
@@ -165,13 +171,123 @@ def run_token_bench(*, n: int = 1_000_000, quick: bool = False) -> list[BenchRes
 
 
 def format_results(results: list[BenchResult]) -> str:
-    """A plain table: figure, rate, ratio of the 1-thread batch to it."""
-    base = results[0].per_second
-    lines = [f"{'what':<44} {'per second':>14} {'1-thread batch is':>18}"]
+    """A plain table of the figures, then each comparison with a peer of the same run."""
+    lines = [f"{'what':<46} {'figure':>18}"]
     for r in results:
-        ratio = base / r.per_second if r.per_second else float("nan")
         extra = "  ".join(f"{k}={v:.2f}" for k, v in r.extra.items())
-        lines.append(
-            f"{r.name:<44} {r.per_second / 1e6:>12.2f} M {ratio:>16.2f}x  {extra}".rstrip()
-        )
+        if r.unit.endswith("/s"):
+            fig = f"{r.per_second / 1e6:>10.2f} M {r.unit.split('/')[0]}/s"
+        else:
+            fig = f"{r.per_second:>10.1f} {r.unit}"
+        lines.append(f"{r.name:<46} {fig:>18}  {extra}".rstrip())
+    by_name = {r.name: r for r in results}
+    cmp_lines = []
+    for r in results:
+        for peer, target in r.vs:
+            p = by_name.get(peer)
+            if p is None or not p.per_second:
+                continue
+            ratio = r.per_second / p.per_second
+            goal = "" if target is None else f"  (target >= {target:g}x: {'met' if ratio >= target else 'MISSED'})"
+            cmp_lines.append(f"  {r.name} / {peer} = {ratio:.2f}x{goal}")
+    if cmp_lines:
+        lines.append("ratios (same run):")
+        lines.extend(cmp_lines)
     return "\n".join(lines)
+
+
+def run_table_bench(*, n: int = 1_000_000, quick: bool = False) -> list[BenchResult]:
+    """SaTable at ``n`` SAs with 32-octet tokens, random order, against a dict of bytes."""
+    from ikeqcd._core import SaTable
+
+    repeat = 2 if quick else 3
+    rng = np.random.default_rng(11)
+    a = rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
+    b = rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
+    toks = rng.integers(0, 256, (n, 32), dtype=np.uint8)
+    order = rng.permutation(n)
+    qa, qb, qt = a[order], b[order], np.ascontiguousarray(toks[order])
+    results: list[BenchResult] = []
+
+    def insert() -> int:
+        SaTable().insert_many(a, b, toks, now=0.0)
+        return n
+
+    results.append(BenchResult("SaTable.insert_many", _best_rate(insert, repeat=repeat),
+                               unit="SAs/s", vs=(("dict of bytes: insert", None),)))
+    table = SaTable()
+    table.insert_many(a, b, toks, now=0.0)
+    for th in (1, 0):
+        label = "1 thread" if th == 1 else "all threads"
+        results.append(BenchResult(
+            f"SaTable.contains_many, {label}",
+            _best_rate(lambda: int(table.contains_many(qa, qb, threads=th).shape[0]), repeat=repeat),
+            unit="lookups/s", vs=(("dict of bytes: contains", None),),
+        ))
+        results.append(BenchResult(
+            f"SaTable.check_many, {label}",
+            _best_rate(lambda: int(table.check_many(qa, qb, qt, threads=th).shape[0]), repeat=repeat),
+            unit="checks/s", vs=(("dict of bytes: check (compare_digest)", None),),
+        ))
+    results.append(BenchResult("SaTable memory", table.memory_bytes() / n, unit="bytes/SA"))
+    # the peer: a dict of bytes keyed by (spi_i, spi_r), looked up and compared in Python
+    m = n
+    keys = list(zip(a.tolist(), b.tolist()))
+    tok_bytes = [bytes(r) for r in toks]
+
+    def dict_insert() -> int:
+        dict(zip(keys, tok_bytes))
+        return m
+
+    d = dict(zip(keys, tok_bytes))
+    probe = [keys[i] for i in order.tolist()]
+    probe_tok = [tok_bytes[i] for i in order.tolist()]
+
+    def dict_contains() -> int:
+        for k in probe:
+            _ = k in d
+        return m
+
+    def dict_check() -> int:
+        cmp = hmac.compare_digest
+        for k, t in zip(probe, probe_tok):
+            s = d.get(k)
+            _ = s is not None and cmp(s, t)
+        return m
+
+    results.append(BenchResult("dict of bytes: insert", _best_rate(dict_insert, repeat=repeat), unit="SAs/s"))
+    results.append(BenchResult("dict of bytes: contains", _best_rate(dict_contains, repeat=repeat), unit="lookups/s"))
+    results.append(BenchResult("dict of bytes: check (compare_digest)", _best_rate(dict_check, repeat=repeat), unit="checks/s"))
+    return results
+
+
+def run_wire_bench(*, n: int = 100_000, quick: bool = False) -> list[BenchResult]:
+    """The responder hot path and the reply parser, one thread."""
+    from ikeqcd import wire
+    from ikeqcd.maker import TokenResponder
+
+    repeat = 3 if quick else 7
+    rng = np.random.default_rng(5)
+    a = rng.integers(1, 2**63, n, dtype=np.uint64)
+    b = rng.integers(1, 2**63, n, dtype=np.uint64)
+    reqs = [wire.build_request(int(x), int(y), message_id=i) for i, (x, y) in enumerate(zip(a, b))]
+    results: list[BenchResult] = []
+    for gens in (1, 4):
+        maker = TokenMaker([os.urandom(32) for _ in range(gens)])
+        responder = TokenResponder(maker)
+        results.append(BenchResult(
+            f"TokenResponder.respond_many, {gens} generation(s)",
+            _best_rate(lambda: len(responder.respond_many(reqs)[0]), repeat=repeat),
+            unit="datagrams/s",
+        ))
+        if gens == 1:
+            replies = [r for r in responder.respond_many(reqs)[0] if r is not None]
+            results.append(BenchResult(
+                "wire.parse_qcd_replies", _best_rate(lambda: len(wire.parse_qcd_replies(replies)), repeat=repeat),
+                unit="datagrams/s",
+            ))
+            one = reqs[0]
+            single = _best_rate(lambda: [responder.respond(one) for _ in range(1000)] and 1000, repeat=repeat)
+            results.append(BenchResult("TokenResponder.respond single call", single,
+                                       unit="datagrams/s", extra={"us_per_call": 1e6 / single}))
+    return results
