@@ -468,7 +468,8 @@ class _GatewayB:
         self.sr = np.zeros(n, np.uint64)
         self.authed = np.zeros(n, bool)
         live: Any = self.cluster_live if self.cluster_live is not None else self.detector.table
-        self.responder = TokenResponder(self.maker, live=live)
+        policy = self.maker_policy if self.qcd else self.maker_policy.with_(enabled=False)
+        self.responder = TokenResponder(self.maker, live=live, policy=policy, clock=self.net.now)
 
     def crash(self) -> None:
         self.alive = False
@@ -551,16 +552,10 @@ class _GatewayB:
                 )
             )
         if unknown:
-            if self.qcd:
-                replies, _ = self.responder.respond_many(unknown, unknown_src)
-                out.extend(r for r in replies if r is not None)
-            else:
-                # RFC 7296 §2.21.4: a bare INVALID_IKE_SPI (MAY), no token
-                for d in unknown:
-                    try:
-                        out.append(wire.build_invalid_ike_spi_reply(d))
-                    except Exception:
-                        pass
+            # QCD on: the token reply; off: plain RFC 7296 (a bare INVALID_IKE_SPI), both
+            # decided by the responder's MakerPolicy gate
+            replies, _ = self.responder.respond_many(unknown, unknown_src)
+            out.extend(r for r in replies if r is not None)
         self.net.send(self.name, self.peer, out)
 
 
@@ -930,7 +925,7 @@ def _run_mode(
                           verify_burst=max(policy.verify_burst, 2.0 * cfg.sas))
     # A rebooted gateway facing one peer with many SAs answers them all (per-source limits
     # sized to the scenario); §8.1 limits are exercised by the flood tests instead.
-    maker_policy = MakerPolicy.unlimited()
+    maker_policy = MakerPolicy.unlimited().with_(bare_rate=math.inf)
 
     slug = mode.replace("/", "_").replace("+", "_")
     store_b = workdir / f"{slug}-b" / "qcd.secret"
