@@ -156,10 +156,10 @@ unsafe fn compress_lanes<const L: usize>(states: &mut [[u32; 8]; L], blocks: &[[
         let s1 = _mm_shuffle_epi32(s1, 0x1B); // EFGH
         abef[l] = _mm_alignr_epi8(t, s1, 8); // ABEF
         cdgh[l] = _mm_blend_epi16(s1, t, 0xF0); // CDGH
-        for i in 0..4 {
+        for (i, wi) in w[l].iter_mut().enumerate() {
             // SAFETY: `blocks[l]` is 64 octets; loads at 0, 16, 32, 48.
             let m = unsafe { _mm_loadu_si128(blocks[l].as_ptr().cast::<__m128i>().add(i)) };
-            w[l][i] = _mm_shuffle_epi8(m, mask);
+            *wi = _mm_shuffle_epi8(m, mask);
         }
     }
     let save_abef = abef;
