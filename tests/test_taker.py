@@ -22,12 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import ikeqcd
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import ikeqcd
 from ikeqcd import (
     CheckLiveness,
     FailureDetector,
@@ -74,7 +73,9 @@ def liveness(a: int = A, b: int = B, mid: int = 7) -> bytes:
 
 def reply(a: int = A, b: int = B, mid: int = 7, tokens: Sequence[bytes] | None = None) -> bytes:
     """The maker's unprotected ``HDR, N(INVALID_IKE_SPI), N(QCD_TOKEN)+`` to a liveness check."""
-    return wire.build_qcd_reply(liveness(a, b, mid), [MAKER.token(a, b)] if tokens is None else tokens)
+    return wire.build_qcd_reply(
+        liveness(a, b, mid), [MAKER.token(a, b)] if tokens is None else tokens
+    )
 
 
 # ------------------------------------------------------------------------------ fixtures
@@ -138,7 +139,11 @@ def clock() -> Clock:
 
 def stored_tokens(det: FailureDetector, a: int = A, b: int = B) -> list[bytes]:
     arr = det.table.to_arrays()
-    k = [i for i in range(len(arr["spi_i"])) if (int(arr["spi_i"][i]), int(arr["spi_r"][i])) == (a, b)]
+    k = [
+        i
+        for i in range(len(arr["spi_i"]))
+        if (int(arr["spi_i"][i]), int(arr["spi_r"][i])) == (a, b)
+    ]
     if not k:
         return []
     lens = arr["token_len"][k[0]]
@@ -207,7 +212,9 @@ def test_case_07_address_bound_tokens(clock: Clock) -> None:
 
 
 @pytest.mark.parametrize("policy", PRESETS)
-def test_case_25_token_stored_at_ike_auth_and_gone_after_delete(policy: TakerPolicy, clock: Clock) -> None:
+def test_case_25_token_stored_at_ike_auth_and_gone_after_delete(
+    policy: TakerPolicy, clock: Clock
+) -> None:
     """Case 25: a QCD_TOKEN received in IKE_AUTH is stored against (SPI-I, SPI-R). After the SA
     is deleted or expires, the token is gone (§3, §5.3)."""
     det = FailureDetector(policy=policy, clock=clock)
@@ -224,7 +231,9 @@ def test_case_25_token_stored_at_ike_auth_and_gone_after_delete(policy: TakerPol
 
 
 @pytest.mark.parametrize(
-    "policy", [TakerPolicy(enabled=False), TakerPolicy.rfc6290().with_(enabled=False)], ids=["hardened", "rfc6290"]
+    "policy",
+    [TakerPolicy(enabled=False), TakerPolicy.rfc6290().with_(enabled=False)],
+    ids=["hardened", "rfc6290"],
 )
 def test_case_26_non_taker_ignores_tokens(policy: TakerPolicy, clock: Clock) -> None:
     """Case 26: a non-taker configuration ignores a received QCD_TOKEN without error (§3)."""
@@ -345,7 +354,11 @@ def _reordered(token: bytes) -> bytes:
     """``HDR, N(QCD_TOKEN), N(INVALID_IKE_SPI)``: the builders' parts in the other order."""
     normal = reply(tokens=[token])
     invalid_ike_spi = bytes([wire.PAYLOAD_NONE]) + normal[29:36]  # the 8-octet N(INVALID_IKE_SPI)
-    out = normal[:28] + wire.build_qcd_notify(token, next_payload=wire.PAYLOAD_NOTIFY) + invalid_ike_spi
+    out = (
+        normal[:28]
+        + wire.build_qcd_notify(token, next_payload=wire.PAYLOAD_NOTIFY)
+        + invalid_ike_spi
+    )
     assert len(out) == len(normal)
     return out
 
@@ -469,8 +482,10 @@ def test_case_38_verification_rate_limit_per_source(setup: Setup, clock: Clock) 
     v = det.receive(reply(), ("192.0.2.66", 500))
     assert v.kind is VerdictKind.RATE_LIMITED and (A, B) in det.table
     assert det.receive(wrong, ("192.0.2.67", 500)).kind is VerdictKind.MISMATCH  # other source
-    six = [("2001:db8:1:2::%x" % k, 500) for k in range(1, 5)]  # one /64
-    assert [det.receive(wrong, s).kind for s in six] == [VerdictKind.MISMATCH] * 3 + [VerdictKind.RATE_LIMITED]
+    six = [(f"2001:db8:1:2::{k:x}", 500) for k in range(1, 5)]  # one /64
+    assert [det.receive(wrong, s).kind for s in six] == [VerdictKind.MISMATCH] * 3 + [
+        VerdictKind.RATE_LIMITED
+    ]
     assert det.receive(wrong, ("2001:db8:1:3::1", 500)).kind is VerdictKind.MISMATCH
     clock.advance(0.5)
     assert det.receive(reply(), ("192.0.2.66", 500)).kind is VerdictKind.RATE_LIMITED
@@ -505,8 +520,10 @@ def test_case_39_invalid_spi_path(setup: Setup, clock: Clock) -> None:
     msg = wire.build_invalid_spi_message(CHILD + 9, [MAKER.token(C, D)], nat_t=True)
     assert det.receive(msg, PEER).kind is VerdictKind.RATE_LIMITED
     assert det.receive(msg, STANDBY).kind in (VerdictKind.PEER_RESTARTED, VerdictKind.DEFERRED)
-    # a plain INVALID_SPI (no token) is no QCD reply
-    assert det.receive(wire.build_invalid_spi_message(CHILD + 9), PEER).kind is VerdictKind.NOT_A_REPLY
+    # a plain INVALID_SPI (no token) is only a hint: a liveness check of the parent IKE SA
+    hint = det.receive(wire.build_invalid_spi_message(CHILD + 9), PEER)
+    assert hint.kind is VerdictKind.NO_TOKEN
+    assert hint.event is None or hint.event == CheckLiveness(C, D, clock.t)
     with pytest.raises(errors.InvalidArgument, match="32-bit"):
         det.child_sa_added(2**32, A, B)
 
@@ -526,7 +543,11 @@ def test_case_40_after_deletion(setup: Setup, clock: Clock) -> None:
     ev = setup.settle(det, clock, det.receive(reply(), PEER))
     assert ev is not None
     assert dataclasses.asdict(ev) == {
-        "spi_i": A, "spi_r": B, "source": PEER, "at": clock.t, "via": "invalid_ike_spi",
+        "spi_i": A,
+        "spi_r": B,
+        "source": PEER,
+        "at": clock.t,
+        "via": "invalid_ike_spi",
         "make_before_break": setup.policy.make_before_break,
     }
     # the owner re-establishes (IKE_SA_INIT or IKE_SESSION_RESUME, then IKE_AUTH with a token)
@@ -539,7 +560,9 @@ def test_case_40_after_deletion(setup: Setup, clock: Clock) -> None:
 
 
 @pytest.mark.parametrize("policy", PRESETS)
-def test_case_41_plain_invalid_ike_spi_triggers_one_liveness_check(policy: TakerPolicy, clock: Clock) -> None:
+def test_case_41_plain_invalid_ike_spi_triggers_one_liveness_check(
+    policy: TakerPolicy, clock: Clock
+) -> None:
     """Case 41: a plain unprotected INVALID_IKE_SPI with no token: no state change. It triggers
     at most one rate-limited liveness check (7296 §2.21.4): one ``CheckLiveness`` in the
     verdict, none while a request is outstanding on that SA, and at most ``liveness_rate`` per
@@ -557,12 +580,23 @@ def test_case_41_plain_invalid_ike_spi_triggers_one_liveness_check(policy: Taker
     again = det.receive(hint, PEER)
     assert again.event is None and "outstanding" in again.detail
     # 2 per second in total: the first already went, one more now, then none
-    events = [det.receive(wire.build_invalid_ike_spi_reply(liveness(a, b)), PEER).event for a, b in sas[1:]]
+    events = [
+        det.receive(wire.build_invalid_ike_spi_reply(liveness(a, b)), PEER).event
+        for a, b in sas[1:]
+    ]
     assert [e is not None for e in events] == [True, False, False]
     clock.advance(1.0)
     assert det.receive(wire.build_invalid_ike_spi_reply(liveness(*sas[3])), PEER).event is not None
     unknown = det.receive(wire.build_invalid_ike_spi_reply(liveness(C, D)), PEER)
     assert unknown.kind is VerdictKind.NO_TOKEN and unknown.event is None
+    # the same hint as a plain INVALID_SPI naming a Child SA (RFC 7296 §1.5): its parent
+    det.child_sa_added(CHILD, *sas[2])
+    child_hint = det.receive(wire.build_invalid_spi_message(CHILD), PEER)
+    assert child_hint.kind is VerdictKind.NO_TOKEN and child_hint.event == CheckLiveness(
+        *sas[2], clock.t
+    )
+    stray = det.receive(wire.build_invalid_spi_message(CHILD + 1), PEER)
+    assert stray.kind is VerdictKind.NO_TOKEN and stray.event is None
     after = det.table.to_arrays()
     assert all(np.array_equal(before[k], after[k]) for k in before)  # no state change
     assert det.poll() == []
@@ -577,11 +611,18 @@ def test_case_43_liveness_check_wire_shape() -> None:
     plus an SK payload whose inner Next Payload is 0; its response is likewise empty (7296
     §1.4, §2.4). ``wire.build_request`` gives that shape with opaque SK octets; encrypting
     and integrity-protecting them is the owner's IKE stack's job."""
-    for msg, response in ((wire.build_request(A, B, message_id=9), False),
-                          (wire.build_request(A, B, message_id=9, response=True, initiator=False), True)):
+    for msg, response in (
+        (wire.build_request(A, B, message_id=9), False),
+        (wire.build_request(A, B, message_id=9, response=True, initiator=False), True),
+    ):
         m = wire.parse_message(msg)
         h = m.header
-        assert (h.spi_i, h.spi_r, h.exchange, h.message_id) == (A, B, wire.EXCHANGE_INFORMATIONAL, 9)
+        assert (h.spi_i, h.spi_r, h.exchange, h.message_id) == (
+            A,
+            B,
+            wire.EXCHANGE_INFORMATIONAL,
+            9,
+        )
         assert h.version == wire.VERSION and h.next_payload == wire.PAYLOAD_SK
         assert h.response is response and h.flags & wire.FLAG_V == 0
         assert [p.kind for p in m.payloads] == [wire.PAYLOAD_SK] and m.payloads[0].next_payload == 0
@@ -647,8 +688,13 @@ def test_case_42_require_pending(clock: Clock) -> None:
 
 @pytest.mark.parametrize(
     "option, value",
-    [("require_pending", True), ("accept_delay", 0.25), ("make_before_break", True), ("dampening", 30.0),
-     ("require_invalid_ike_spi", True)],
+    [
+        ("require_pending", True),
+        ("accept_delay", 0.25),
+        ("make_before_break", True),
+        ("dampening", 30.0),
+        ("require_invalid_ike_spi", True),
+    ],
 )
 def test_each_option_settable_alone(option: str, value: object, clock: Clock) -> None:
     """Every hardening option works on top of the plain RFC by itself."""
@@ -676,14 +722,27 @@ def test_each_option_settable_alone(option: str, value: object, clock: Clock) ->
         assert det.receive(reply(C, D), PEER).kind is VerdictKind.DAMPENED
     else:
         assert v.restarted
-        assert det.receive(_token_only(MAKER.token(C, D)), PEER).kind is VerdictKind.NOT_INVALID_IKE_SPI
+        assert (
+            det.receive(_token_only(MAKER.token(C, D)), PEER).kind
+            is VerdictKind.NOT_INVALID_IKE_SPI
+        )
 
 
 def test_presets() -> None:
     rfc, hard = TakerPolicy.rfc6290(), TakerPolicy.hardened()
     assert (rfc.name, hard.name, TakerPolicy().name) == ("rfc6290", "hardened", "hardened")
-    assert (rfc.require_pending, rfc.accept_delay, rfc.make_before_break, rfc.dampening) == (False, 0.0, False, 0.0)
-    assert hard.require_pending and hard.accept_delay > 0 and hard.make_before_break and hard.dampening > 0
+    assert (rfc.require_pending, rfc.accept_delay, rfc.make_before_break, rfc.dampening) == (
+        False,
+        0.0,
+        False,
+        0.0,
+    )
+    assert (
+        hard.require_pending
+        and hard.accept_delay > 0
+        and hard.make_before_break
+        and hard.dampening > 0
+    )
     assert rfc.verify_rate == hard.verify_rate > 0  # both rate-limit verification (T-10)
     assert FailureDetector().policy == hard
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -714,7 +773,9 @@ def test_taker_policy_validation(change: dict[str, object], match: str) -> None:
 # ------------------------------------------------------------- accept delay in detail
 
 
-@pytest.mark.parametrize("how", ["response", "other response", "protected token", "sa deleted", "nothing"])
+@pytest.mark.parametrize(
+    "how", ["response", "other response", "protected token", "sa deleted", "nothing"]
+)
 def test_accept_delay_cancel(how: str, clock: Clock) -> None:
     """A held restart is cancelled by any genuine protected message on that SA within the
     delay (a response, even to another request, or a protected QCD_TOKEN); deleting the SA
@@ -777,8 +838,9 @@ def test_dampening_per_peer(clock: Clock) -> None:
 def test_dampening_with_peer_of(clock: Clock) -> None:
     """With ``peer_of`` the owner names the peer of an SA; the source address of the
     unprotected message then does not matter (a standby or an attacker's address)."""
-    det = FailureDetector(policy=TakerPolicy.rfc6290().with_(dampening=60.0), clock=clock,
-                          peer_of=lambda a, b: "gw-1")
+    det = FailureDetector(
+        policy=TakerPolicy.rfc6290().with_(dampening=60.0), clock=clock, peer_of=lambda a, b: "gw-1"
+    )
     det.token_received(A, B, MAKER.token(A, B))
     assert det.receive(reply(), PEER).restarted
     det.token_received(C, D, MAKER.token(C, D))
@@ -795,9 +857,15 @@ def test_receive_never_raises_on_garbage(data: bytes) -> None:
         det.token_received(A, B, MAKER.token(A, B))
         v = det.receive(data, PEER)
         assert isinstance(v, Verdict) and not v.restarted
-        assert v.kind in (VerdictKind.MALFORMED, VerdictKind.NOT_A_REPLY, VerdictKind.NO_SA,
-                          VerdictKind.NO_TOKEN, VerdictKind.MISMATCH, VerdictKind.NOT_INVALID_IKE_SPI,
-                          VerdictKind.NOT_PENDING)
+        assert v.kind in (
+            VerdictKind.MALFORMED,
+            VerdictKind.NOT_A_REPLY,
+            VerdictKind.NO_SA,
+            VerdictKind.NO_TOKEN,
+            VerdictKind.MISMATCH,
+            VerdictKind.NOT_INVALID_IKE_SPI,
+            VerdictKind.NOT_PENDING,
+        )
 
 
 @given(pos=st.integers(min_value=0, max_value=103), bit=st.integers(min_value=0, max_value=7))
@@ -819,7 +887,9 @@ def test_not_a_reply_and_malformed(clock: Clock) -> None:
     det = FailureDetector(policy=TakerPolicy.rfc6290(), clock=clock)
     det.token_received(A, B, MAKER.token(A, B))
     assert det.receive(liveness(), PEER).kind is VerdictKind.NOT_A_REPLY  # a request
-    assert det.receive(wire.build_request(A, B, response=True), PEER).kind is VerdictKind.NOT_A_REPLY
+    assert (
+        det.receive(wire.build_request(A, B, response=True), PEER).kind is VerdictKind.NOT_A_REPLY
+    )
     v = det.receive(reply()[:-3], PEER)
     assert v.kind is VerdictKind.MALFORMED and v.detail
     assert det.receive(b"\x00\x00\x00\x00" + reply(), PEER, nat_t=True).restarted
@@ -863,8 +933,14 @@ def test_batch_tokens_received(clock: Clock) -> None:
 def test_public_exports() -> None:
     from ikeqcd import policy, taker
 
-    for name in ("FailureDetector", "Verdict", "VerdictKind", "PeerRestarted", "CheckLiveness",
-                 "RestartCancelled"):
+    for name in (
+        "FailureDetector",
+        "Verdict",
+        "VerdictKind",
+        "PeerRestarted",
+        "CheckLiveness",
+        "RestartCancelled",
+    ):
         assert name in ikeqcd.__all__ and getattr(ikeqcd, name) is getattr(taker, name)
     assert ikeqcd.TakerPolicy is policy.TakerPolicy and "TakerPolicy" in ikeqcd.__all__
 
@@ -909,7 +985,7 @@ class Model:
 
     def delete(self, p: int) -> None:
         for d in (self.table, self.pending, self.held, self.born):
-            d.pop(p, None)  # type: ignore[attr-defined]
+            d.pop(p, None)
 
     def response(self, p: int, mid: int) -> None:
         if self.pending.get(p) == mid:
@@ -966,7 +1042,9 @@ class Model:
 
 
 def _event(e: object) -> tuple[str, int]:
-    name = {PeerRestarted: "restarted", RestartCancelled: "cancelled", CheckLiveness: "liveness"}[type(e)]
+    name = {PeerRestarted: "restarted", RestartCancelled: "cancelled", CheckLiveness: "liveness"}[
+        type(e)
+    ]
     return name, PAIRS.index((e.spi_i, e.spi_r))  # type: ignore[attr-defined]
 
 
@@ -1005,7 +1083,7 @@ POLICIES = st.one_of(
 )
 
 
-@settings(max_examples=6 * settings.default.max_examples)
+@settings(max_examples=6 * settings().max_examples)
 @given(policy=POLICIES, ops=st.lists(OPS, min_size=20, max_size=60))
 def test_detector_follows_the_model(policy: TakerPolicy, ops: list[tuple[object, ...]]) -> None:
     """Random sequences of protected tokens, requests, responses, unprotected replies (with a
@@ -1015,9 +1093,9 @@ def test_detector_follows_the_model(policy: TakerPolicy, ops: list[tuple[object,
     clock = Clock(0.0)
     det = FailureDetector(policy=policy, clock=clock)
     model = Model(policy)
-    for p in range(len(PAIRS)):  # both SAs up, with token 0, at the start
-        det.token_received(*PAIRS[p], _tok(p, 0))
-        model.store(p, 0)
+    for first in range(len(PAIRS)):  # all SAs up, with token 0, at the start
+        det.token_received(*PAIRS[first], _tok(first, 0))
+        model.store(first, 0)
     for op in ops:
         kind = op[0]
         if kind == "store":
@@ -1041,7 +1119,12 @@ def test_detector_follows_the_model(policy: TakerPolicy, ops: list[tuple[object,
             model.response(p, mid)
         elif kind in ("reply", "check"):
             p, mid, j, s = op[1], op[2], op[3], op[4]
-            assert isinstance(p, int) and isinstance(mid, int) and isinstance(j, int) and isinstance(s, int)
+            assert (
+                isinstance(p, int)
+                and isinstance(mid, int)
+                and isinstance(j, int)
+                and isinstance(s, int)
+            )
             if kind == "check":
                 det.request_sent(*PAIRS[p], mid)
                 model.pending[p] = mid
@@ -1056,7 +1139,10 @@ def test_detector_follows_the_model(policy: TakerPolicy, ops: list[tuple[object,
             assert isinstance(p, int) and isinstance(mid, int)
             v = det.receive(wire.build_invalid_ike_spi_reply(liveness(*PAIRS[p], mid)), PEER)
             want_kind, want_event = model.plain(p)
-            assert v.kind.name == want_kind and (None if v.event is None else _event(v.event)) == want_event
+            assert (
+                v.kind.name == want_kind
+                and (None if v.event is None else _event(v.event)) == want_event
+            )
         elif kind == "advance":
             assert isinstance(op[1], float)
             clock.advance(op[1])
@@ -1071,7 +1157,7 @@ def test_detector_follows_the_model(policy: TakerPolicy, ops: list[tuple[object,
 
 
 def test_dampening_orders_by_event_not_clock(clock: Clock) -> None:
-    """"Established after the teardown" is decided by order, not by clock readings: an SA
+    """ "Established after the teardown" is decided by order, not by clock readings: an SA
     stored at the same instant but before the teardown is not dampened, one stored at the same
     instant after it is (found by the model test: a clock that does not move in between)."""
     det = FailureDetector(policy=TakerPolicy.rfc6290().with_(dampening=60.0), clock=clock)

@@ -11,9 +11,10 @@ What the owner does with the outcome:
 - :class:`PeerRestarted` — silently delete the IKE SA and all its Child SAs, no Delete payload,
   no response (§3, §4.5); with ``make_before_break`` first re-establish, then delete the old SA.
   The detector has already forgotten the token and any pending request of that SA.
-- :class:`CheckLiveness` — a plain INVALID_IKE_SPI arrived: start (rate-limited) one liveness
-  check, never a teardown (RFC 7296 §2.21.4, spec case 41). None is asked for while a request
-  is already outstanding on that SA.
+- :class:`CheckLiveness` — a plain INVALID_IKE_SPI (or a plain INVALID_SPI naming one of the
+  SA's Child SAs) arrived: start (rate-limited) one liveness check, never a teardown (RFC 7296
+  §1.5, §2.21.4, spec case 41). None is asked for while a request is already outstanding on
+  that SA.
 - :class:`RestartCancelled` — a held decision was cancelled because a genuine protected
   message (a response, or a protected QCD_TOKEN) arrived during the accept delay: the
   unprotected token was a forgery or a replay.
@@ -33,11 +34,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from ikeqcd._core import RateLimiter
+from ikeqcd._core import RateLimiter, SaTable
 from ikeqcd._keys import source_key
 from ikeqcd.errors import InvalidArgument, MalformedMessage
 from ikeqcd.policy import TakerPolicy
-from ikeqcd._core import SaTable
 from ikeqcd.table import TokenCheck
 from ikeqcd.wire import parse_qcd_reply
 
@@ -275,7 +275,11 @@ class FailureDetector:
             child = reply.child_spi
             pair = self._children.get(child) if child is not None else None
             if not reply.tokens:
-                return self._verdict(VerdictKind.NOT_A_REPLY, detail="INVALID_SPI without a token")
+                # RFC 7296 §1.5, §2.21.4: a plain INVALID_SPI is a hint, like a plain
+                # INVALID_IKE_SPI: a liveness check of the parent IKE SA (digest §4.3)
+                if pair is None:
+                    return self._verdict(VerdictKind.NO_TOKEN, detail=f"unknown child SPI {child!r}")
+                return self._plain_invalid_ike_spi(pair, now)
             if pair is None:
                 return self._verdict(VerdictKind.NO_SA, detail=f"unknown child SPI {child!r}")
         elif reply.response:
