@@ -30,7 +30,8 @@ pub struct GateConfig {
     pub per_source: (f64, f64),
     /// Global replies per second and bucket size.
     pub global: (f64, f64),
-    /// Bare INVALID_IKE_SPI replies per second (bucket size is the same number, at least 1).
+    /// Bare INVALID_IKE_SPI replies per second (bucket size is the same number, at least 1;
+    /// 0: none).
     pub bare_rate: f64,
     /// What a limited request gets.
     pub fallback: Fallback,
@@ -38,6 +39,15 @@ pub struct GateConfig {
     pub window_end: Option<f64>,
     /// Most per-source buckets held.
     pub max_sources: usize,
+}
+
+/// Bucket size for the bare fallback: one second's worth, at least 1, but 0 for a rate of 0.
+fn bare_burst(rate: f64) -> f64 {
+    if rate > 0.0 {
+        rate.max(1.0)
+    } else {
+        0.0
+    }
 }
 
 /// The decision state: three token buckets and the switches.
@@ -58,7 +68,8 @@ impl MakerGate {
         Ok(MakerGate {
             per_source: RateLimiter::new(cfg.per_source.0, cfg.per_source.1, cfg.max_sources)?,
             global: RateLimiter::new(cfg.global.0, cfg.global.1, 1)?,
-            bare: RateLimiter::new(cfg.bare_rate, cfg.bare_rate.max(1.0), 1)?,
+            // a rate of 0 means no bare replies at all (a bucket of 1 would let one through)
+            bare: RateLimiter::new(cfg.bare_rate, bare_burst(cfg.bare_rate), 1)?,
             cfg,
         })
     }
@@ -164,6 +175,13 @@ mod tests {
         .unwrap();
         assert_eq!(w.decide(1, 9.0), Reason::Replied);
         assert_eq!(w.decide(1, 10.5), Reason::OutsideWindow);
+        let mut none = MakerGate::new(GateConfig {
+            enabled: false,
+            bare_rate: 0.0,
+            ..cfg()
+        })
+        .unwrap();
+        assert_eq!(none.decide(1, 0.0), Reason::RateLimitedDrop);
         let mut reasons = [0i8, 4, 0];
         let mut g = MakerGate::new(cfg()).unwrap();
         g.decide_batch(&mut reasons, &[1, 1, 2], 0.0);

@@ -240,6 +240,12 @@ class TokenResponder:
         """The reply policy, if any."""
         return self._policy
 
+    @property
+    def sources_tracked(self) -> int:
+        """Per-source rate-limit buckets held now: at most ``policy.max_sources``, whatever
+        the number of (spoofed) sources; 0 without a policy."""
+        return 0 if self._gate is None else int(self._gate.sources_tracked)
+
     def _run_admit(
         self,
         reasons: npt.NDArray[np.int8],

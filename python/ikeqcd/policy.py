@@ -17,6 +17,29 @@ from ikeqcd.errors import InvalidPolicy
 __all__ = ["MakerPolicy", "TakerPolicy"]
 
 
+def _check_int(obj: object, name: str) -> None:
+    value = getattr(obj, name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidPolicy(f"{type(obj).__name__}.{name} must be an int >= 1, got {value!r}")
+
+
+def _check_bools(obj: object) -> None:
+    for f in fields(obj):  # type: ignore[arg-type]
+        if f.type == "bool" and not isinstance(getattr(obj, f.name), bool):
+            raise InvalidPolicy(f"{type(obj).__name__}.{f.name} must be a bool, got {getattr(obj, f.name)!r}")
+
+
+def _replace(obj: object, changes: dict[str, object]) -> object:
+    names = {f.name for f in fields(obj)}  # type: ignore[arg-type]
+    unknown = sorted(set(changes) - names)
+    if unknown:
+        raise InvalidPolicy(
+            f"{type(obj).__name__} has no option {', '.join(map(repr, unknown))}; "
+            f"options are {', '.join(sorted(names))}"
+        )
+    return replace(obj, **changes)  # type: ignore[type-var]
+
+
 def _check_nonneg(obj: object, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
@@ -41,7 +64,7 @@ class MakerPolicy:
         global_burst: bucket size for the total.
         flood_fallback: what a request gets when a limit is hit: ``"bare"`` (INVALID_IKE_SPI
             without a token, itself limited to ``bare_rate``) or ``"silence"``.
-        bare_rate: replies per second allowed for the bare fallback, in total.
+        bare_rate: replies per second allowed for the bare fallback, in total (0: none).
         token_window: seconds after start during which tokens are sent at all (§9.3: limits
             dictionary building); ``None`` means always. After the window, requests get the
             flood fallback.
@@ -69,12 +92,12 @@ class MakerPolicy:
             "bare_rate",
             "token_window",
         )
+        _check_bools(self)
         if self.flood_fallback not in ("bare", "silence"):
             raise InvalidPolicy(
                 f"MakerPolicy.flood_fallback must be 'bare' or 'silence', got {self.flood_fallback!r}"
             )
-        if not isinstance(self.max_sources, int) or self.max_sources < 1:
-            raise InvalidPolicy(f"MakerPolicy.max_sources must be an int >= 1, got {self.max_sources!r}")
+        _check_int(self, "max_sources")
 
     @classmethod
     def unlimited(cls) -> MakerPolicy:
@@ -83,8 +106,14 @@ class MakerPolicy:
         return cls(per_source_rate=inf, per_source_burst=inf, global_rate=inf, global_burst=inf)
 
     def with_(self, **changes: object) -> MakerPolicy:
-        """A copy with some options changed (validated)."""
-        return replace(self, **changes)  # type: ignore[arg-type]
+        """A copy with some options changed (validated).
+
+        Raises:
+            InvalidPolicy: an unknown option or a bad value.
+        """
+        new = _replace(self, changes)
+        assert isinstance(new, MakerPolicy)
+        return new
 
 
 @dataclass(frozen=True)
@@ -139,11 +168,8 @@ class TakerPolicy:
             "liveness_rate",
             "liveness_idle",
         )
-        for f in fields(self):
-            if f.type == "bool" and not isinstance(getattr(self, f.name), bool):
-                raise InvalidPolicy(f"TakerPolicy.{f.name} must be a bool, got {getattr(self, f.name)!r}")
-        if not isinstance(self.max_sources, int) or self.max_sources < 1:
-            raise InvalidPolicy(f"TakerPolicy.max_sources must be an int >= 1, got {self.max_sources!r}")
+        _check_bools(self)
+        _check_int(self, "max_sources")
 
     @classmethod
     def rfc6290(cls) -> TakerPolicy:
@@ -172,5 +198,11 @@ class TakerPolicy:
         return "custom"
 
     def with_(self, **changes: object) -> TakerPolicy:
-        """A copy with some options changed (validated)."""
-        return replace(self, **changes)  # type: ignore[arg-type]
+        """A copy with some options changed (validated).
+
+        Raises:
+            InvalidPolicy: an unknown option or a bad value.
+        """
+        new = _replace(self, changes)
+        assert isinstance(new, TakerPolicy)
+        return new

@@ -843,7 +843,7 @@ class _GatewayA:
                     self._answered.append(k)
                 continue
             verdict = self.detector.receive(d, src)
-            if verdict.kind is VerdictKind.PEER_RESTARTED and verdict.event is not None:
+            if verdict.event is not None:  # PeerRestarted now, or CheckLiveness
                 self.handle_events([verdict.event])
             elif verdict.kind is VerdictKind.DEFERRED:
                 deferred = True

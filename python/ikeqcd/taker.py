@@ -11,10 +11,17 @@ What the owner does with the outcome:
 - :class:`PeerRestarted` — silently delete the IKE SA and all its Child SAs, no Delete payload,
   no response (§3, §4.5); with ``make_before_break`` first re-establish, then delete the old SA.
   The detector has already forgotten the token and any pending request of that SA.
-- :class:`CheckLiveness` — a plain INVALID_IKE_SPI arrived: start (rate-limited) one liveness
-  check, never a teardown (RFC 7296 §2.21.4, spec case 41).
+- :class:`CheckLiveness` — a plain INVALID_IKE_SPI (or a plain INVALID_SPI naming one of the
+  SA's Child SAs) arrived: start (rate-limited) one liveness check, never a teardown (RFC 7296
+  §1.5, §2.21.4, spec case 41). None is asked for while a request is already outstanding on
+  that SA.
 - :class:`RestartCancelled` — a held decision was cancelled because a genuine protected
-  response arrived during the accept delay: the unprotected token was a forgery or a replay.
+  message (a response, or a protected QCD_TOKEN) arrived during the accept delay: the
+  unprotected token was a forgery or a replay.
+
+Each event is delivered exactly once: an event decided while judging a datagram is
+:attr:`Verdict.event` of that :meth:`FailureDetector.receive` call; events decided later (held
+restarts that became due, cancellations) come out of :meth:`FailureDetector.poll`.
 """
 
 from __future__ import annotations
@@ -27,11 +34,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from ikeqcd._core import RateLimiter
+from ikeqcd._core import RateLimiter, SaTable
 from ikeqcd._keys import source_key
 from ikeqcd.errors import InvalidArgument, MalformedMessage
 from ikeqcd.policy import TakerPolicy
-from ikeqcd._core import SaTable
 from ikeqcd.table import TokenCheck
 from ikeqcd.wire import parse_qcd_reply
 
@@ -101,7 +107,8 @@ Event = PeerRestarted | CheckLiveness | RestartCancelled
 
 @dataclass(frozen=True)
 class Verdict:
-    """The outcome of one unprotected message."""
+    """The outcome of one unprotected message; ``event`` is what the owner must act on now
+    (a :class:`PeerRestarted` or :class:`CheckLiveness`), delivered only here."""
 
     kind: VerdictKind
     spi_i: int | None = None
@@ -156,13 +163,17 @@ class FailureDetector:
         self._peer_of = peer_of
         self._pending: dict[Pair, int] = {}
         self._held: dict[Pair, _Held] = {}
-        self._dampened: dict[Hashable, tuple[float, float]] = {}  # peer -> (since, until)
-        self._born: dict[Pair, float] = {}  # SAs stored while some peer is dampened
+        # Dampening compares the order of protected stores and teardowns, not clock readings
+        # (equal readings are common: a batch, a coarse clock). peer -> (teardown seq, until)
+        self._dampened: dict[Hashable, tuple[int, float]] = {}
+        self._born: dict[Pair, int] = {}  # SAs stored while some peer is dampened -> seq
+        self._seq = 0
         self._children: dict[int, Pair] = {}
         self._events: list[Event] = []
         p = self.policy
         self._verify_limit = RateLimiter(p.verify_rate, p.verify_burst, max_keys=p.max_sources)
-        self._liveness_limit = RateLimiter(p.liveness_rate, max(1.0, p.liveness_rate), max_keys=1)
+        live_burst = max(1.0, p.liveness_rate) if p.liveness_rate > 0 else 0.0  # 0: none
+        self._liveness_limit = RateLimiter(p.liveness_rate, live_burst, max_keys=1)
         self._counters = _Counters()
 
     def __repr__(self) -> str:
@@ -175,11 +186,17 @@ class FailureDetector:
 
     def token_received(self, spi_i: int, spi_r: int, token: bytes) -> None:
         """A QCD_TOKEN arrived in a *protected* exchange (IKE_AUTH, rekey response, or a
-        gratuitous INFORMATIONAL): store it, replacing the SA's current one (§3, §4.4)."""
+        gratuitous INFORMATIONAL): store it, replacing the SA's current one (§3, §4.4).
+
+        A protected message proves the peer holds the SA: a restart held for it is cancelled
+        (:class:`RestartCancelled` from :meth:`poll`)."""
         now = self._clock()
         self.table.insert(spi_i, spi_r, token, now=now)
+        self._seq += 1
         if self._dampened:
-            self._born[(spi_i, spi_r)] = now
+            self._born[(spi_i, spi_r)] = self._seq
+        if self._held:
+            self._cancel((spi_i, spi_r), now)
 
     def tokens_received(
         self,
@@ -190,9 +207,12 @@ class FailureDetector:
         """Batch :meth:`token_received` (for staging many SAs at once)."""
         now = self._clock()
         self.table.insert_many(spi_i, spi_r, tokens, now=now)
-        if self._dampened:
+        self._seq += 1
+        if self._dampened or self._held:
             for pair in zip(spi_i.tolist(), spi_r.tolist()):
-                self._born[pair] = now
+                if self._dampened:
+                    self._born[pair] = self._seq
+                self._cancel(pair, now)
 
     def sa_deleted(self, spi_i: int, spi_r: int) -> None:
         """The SA was deleted or expired: forget its token(s) and state (§5.3)."""
@@ -223,8 +243,11 @@ class FailureDetector:
         pair = (spi_i, spi_r)
         if self._pending.get(pair) == message_id:
             del self._pending[pair]
+        self._cancel(pair, self._clock())
+
+    def _cancel(self, pair: Pair, now: float) -> None:
         if self._held.pop(pair, None) is not None:
-            self._events.append(RestartCancelled(spi_i, spi_r, self._clock()))
+            self._events.append(RestartCancelled(pair[0], pair[1], now))
 
     # -- unprotected side ----------------------------------------------------------------
 
@@ -252,7 +275,11 @@ class FailureDetector:
             child = reply.child_spi
             pair = self._children.get(child) if child is not None else None
             if not reply.tokens:
-                return self._verdict(VerdictKind.NOT_A_REPLY, detail="INVALID_SPI without a token")
+                # RFC 7296 §1.5, §2.21.4: a plain INVALID_SPI is a hint, like a plain
+                # INVALID_IKE_SPI: a liveness check of the parent IKE SA (digest §4.3)
+                if pair is None:
+                    return self._verdict(VerdictKind.NO_TOKEN, detail=f"unknown child SPI {child!r}")
+                return self._plain_invalid_ike_spi(pair, now)
             if pair is None:
                 return self._verdict(VerdictKind.NO_SA, detail=f"unknown child SPI {child!r}")
         elif reply.response:
@@ -283,7 +310,7 @@ class FailureDetector:
         window = self._dampened.get(self._peer_key(pair, source))
         if window is not None and now < window[1]:
             born = self._born.get(pair)
-            if born is not None and born >= window[0]:
+            if born is not None and born > window[0]:
                 return self._verdict(VerdictKind.DAMPENED, pair, "SA re-established after a QCD teardown")
         if pair in self._held:
             return self._verdict(VerdictKind.DEFERRED, pair, "already held")
@@ -301,11 +328,16 @@ class FailureDetector:
         return self._verdict(VerdictKind.PEER_RESTARTED, pair, event=event)
 
     def _plain_invalid_ike_spi(self, pair: Pair, now: float) -> Verdict:
-        if pair in self.table and self._liveness_limit.allow(0, now):
-            event = CheckLiveness(pair[0], pair[1], now)
-            self._events.append(event)
-            return self._verdict(VerdictKind.NO_TOKEN, pair, event=event)
-        return self._verdict(VerdictKind.NO_TOKEN, pair)
+        # RFC 7296 §2.21.4: a hint, never a state change; at most one liveness check at a time
+        # per SA, and a limited number per second in total (spec case 41).
+        if pair not in self.table:
+            return self._verdict(VerdictKind.NO_TOKEN, pair, "no such SA: nothing to check")
+        if pair in self._pending:
+            return self._verdict(VerdictKind.NO_TOKEN, pair, "a request is already outstanding")
+        if not self._liveness_limit.allow(0, now):
+            return self._verdict(VerdictKind.NO_TOKEN, pair, "liveness checks rate-limited")
+        event = CheckLiveness(pair[0], pair[1], now)
+        return self._verdict(VerdictKind.NO_TOKEN, pair, "liveness check requested", event)
 
     def _peer_key(self, pair: Pair, source: tuple[str, int]) -> Hashable:
         if self._peer_of is not None:
@@ -323,13 +355,15 @@ class FailureDetector:
         if self.policy.dampening > 0:
             peer = self._peer_key(pair, source)
             old = self._dampened.get(peer)
-            since = old[0] if old is not None and old[1] > now else now
+            self._seq += 1
+            since = old[0] if old is not None and old[1] > now else self._seq
             self._dampened[peer] = (since, now + self.policy.dampening)
         return PeerRestarted(pair[0], pair[1], source, now, via, self.policy.make_before_break)
 
     def poll(self) -> list[Event]:
-        """Decisions that became due (held restarts whose delay expired) and other queued
-        events (liveness requests, cancellations), oldest first."""
+        """Decisions that became due (held restarts whose delay expired) and cancellations of
+        held restarts, oldest first. Events decided inside :meth:`receive` are not repeated
+        here (they are in its :class:`Verdict`)."""
         now = self._clock()
         for pair, held in list(self._held.items()):
             if held.due <= now:
