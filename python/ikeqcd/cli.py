@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_bench(sub)
+    from ikeqcd.net import add_load_parser, add_serve_parser
+
+    add_serve_parser(sub)
+    add_load_parser(sub)
     return parser
 
 
