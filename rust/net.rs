@@ -29,9 +29,9 @@ use crate::wire::{self, RequestOptions};
 
 /// Most datagrams moved by one `recvmmsg`/`sendmmsg` call.
 pub const BATCH: usize = 64;
-/// Receive buffer per datagram. A longer datagram is truncated by the kernel and counted as
-/// malformed (an IKE message this long would use IKEv2 fragmentation, RFC 7383).
-pub const SLOT: usize = 8192;
+/// Receive buffer per `recvmmsg` slot: the largest UDP payload, so nothing is ever truncated
+/// (with GRO, one slot holds a run of coalesced datagrams of up to this size).
+pub const SLOT: usize = 65_536;
 /// How long one blocking receive waits, so that loops notice their deadline and stop flag.
 pub const READ_TIMEOUT: Duration = Duration::from_millis(20);
 /// Socket buffer size asked for (the kernel caps it at `net.core.[rw]mem_max`).
@@ -158,6 +158,7 @@ pub struct Server {
     addr: SocketAddr,
     maker: TokenMaker,
     nat_t: bool,
+    gso: bool,
     rx: Box<sys::RecvSlots>,
     out: Vec<u8>,
     segs: Vec<sys::Seg>,
@@ -170,6 +171,7 @@ impl std::fmt::Debug for Server {
             .field("addr", &self.addr)
             .field("maker", &self.maker)
             .field("nat_t", &self.nat_t)
+            .field("gso", &self.gso)
             .finish_non_exhaustive()
     }
 }
@@ -177,10 +179,16 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// Bind a UDP socket on `listen` (port 0 = an ephemeral port, see [`Server::local_addr`]).
     /// `nat_t`: the socket is UDP/4500 (non-ESP marker required, ESP counted and ignored).
+    /// `gso`: use UDP segmentation offload where the kernel has it (see [`Server::gso`]).
     ///
     /// # Errors
     /// `Network` when the socket cannot be bound (or off Linux).
-    pub fn bind(listen: SocketAddr, maker: TokenMaker, nat_t: bool) -> CoreResult<Server> {
+    pub fn bind(
+        listen: SocketAddr,
+        maker: TokenMaker,
+        nat_t: bool,
+        gso: bool,
+    ) -> CoreResult<Server> {
         sys::supported()?;
         let sock = UdpSocket::bind(listen)
             .map_err(|e| net_err(format_args!("cannot listen on {listen}"), &e))?;
@@ -188,12 +196,14 @@ impl Server {
         let addr = sock
             .local_addr()
             .map_err(|e| net_err("local address", &e))?;
+        let gso = gso && sys::enable_gso(&sock);
         Ok(Server {
             sock,
             addr,
             out: Vec::with_capacity(BATCH * responder::reply_len(&maker, true)),
             maker,
             nat_t,
+            gso,
             rx: sys::RecvSlots::new(),
             segs: Vec::with_capacity(BATCH),
             counters: Arc::new(ServeCounters::default()),
@@ -204,6 +214,16 @@ impl Server {
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Whether UDP GSO/GRO is in use: requests that a peer sent as one segmented batch
+    /// (`UDP_SEGMENT`) are received as one buffer and split here (`UDP_GRO`), and runs of
+    /// equal-sized replies to one source leave as one segmented send. Every request is still
+    /// its own datagram with its own reply; the kernel moves fewer buffers. Off when the
+    /// kernel lacks it or a send with it failed.
+    #[must_use]
+    pub fn gso(&self) -> bool {
+        self.gso
     }
 
     /// The counters (shared: they keep counting while the server runs).
@@ -261,14 +281,14 @@ impl Server {
         {
             let live = live.map(|l| l.read().unwrap_or_else(PoisonError::into_inner));
             let mut gate = gate.map(|g| g.lock().unwrap_or_else(PoisonError::into_inner));
+            let (rx, out, segs, maker) = (&self.rx, &mut self.out, &mut self.segs, &self.maker);
             for k in 0..n {
-                let d = self.rx.datagram(k);
-                c.datagrams_in += 1;
-                c.bytes_in += d.len() as u64;
-                let reason = if self.rx.truncated(k) {
-                    Reason::Malformed
-                } else {
-                    match responder::classify(d, Some(self.nat_t)) {
+                let truncated = rx.truncated(k);
+                for d in rx.segments(k) {
+                    c.datagrams_in += 1;
+                    c.bytes_in += d.len() as u64;
+                    let reason = match responder::classify(d, Some(self.nat_t)) {
+                        _ if truncated => Reason::Malformed,
                         Err(r) => r,
                         Ok(cand) => {
                             let (a, b) = (cand.header.spi_i, cand.header.spi_r);
@@ -276,39 +296,45 @@ impl Server {
                                 Reason::LiveSa
                             } else {
                                 let decision = match gate.as_mut() {
-                                    Some(g) => g.decide(self.rx.source_key(k), now),
+                                    Some(g) => g.decide(rx.source_key(k), now),
                                     None => Reason::Replied,
                                 };
-                                let at = self.out.len();
+                                let at = out.len();
                                 if decision == Reason::Replied {
-                                    responder::write_reply(&self.maker, &cand, &mut self.out)?;
+                                    responder::write_reply(maker, &cand, out)?;
                                 } else if decision.sends() {
                                     wire::write_invalid_ike_spi_reply(
                                         &cand.header,
                                         cand.nat_t,
-                                        &mut self.out,
+                                        out,
                                     );
                                 }
-                                if self.out.len() > at {
-                                    self.segs.push(sys::Seg {
+                                if out.len() > at {
+                                    segs.push(sys::Seg {
                                         start: at,
-                                        end: self.out.len(),
+                                        end: out.len(),
                                         to: k,
                                     });
                                 }
                                 decision
                             }
                         }
-                    }
-                };
-                c.reasons[reason as usize] += 1;
+                    };
+                    c.reasons[reason as usize] += 1;
+                }
             }
         }
         if !self.segs.is_empty() {
-            let (sent, errors) = sys::send(&self.sock, &self.out, &self.segs, Some(&self.rx));
-            c.datagrams_out = sent.0 as u64;
-            c.bytes_out = sent.1 as u64;
-            c.send_errors = errors as u64;
+            let r = sys::send(
+                &self.sock,
+                &self.out,
+                &self.segs,
+                Some(&self.rx),
+                &mut self.gso,
+            );
+            c.datagrams_out = r.sent as u64;
+            c.bytes_out = r.octets as u64;
+            c.send_errors = r.errors as u64;
         }
         self.counters.add(&c);
         Ok(())
@@ -434,6 +460,9 @@ pub struct LoadConfig {
     pub window: usize,
     /// A request not answered within this many seconds is lost (a later reply is late).
     pub timeout: f64,
+    /// Send each batch of requests as one segmented send (`UDP_SEGMENT`) and receive replies
+    /// coalesced (`UDP_GRO`), where the kernel has them. Each request is still a datagram.
+    pub gso: bool,
 }
 
 impl Default for LoadConfig {
@@ -446,12 +475,16 @@ impl Default for LoadConfig {
             body_len: 32,
             window: RING,
             timeout: 1.0,
+            gso: false,
         }
     }
 }
 
 /// Requests tracked at once (send time, SA, state), indexed by Message ID modulo this.
 pub const RING: usize = 1 << 18;
+
+/// Most requests the load driver sends per system call with GSO (64 without).
+pub const SEND_MAX: usize = 4 * BATCH;
 
 /// What the load driver counted. Every reply that parses and whose Message ID is in flight
 /// is `answered`; `valid`, `bare`, `mismatched` and `bad_token` split the answered ones.
@@ -515,6 +548,93 @@ pub fn load_spis(sas: usize, seed: u64) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// The requests in flight and what the replies showed: the checking half of [`LoadDriver`].
+struct Tracker {
+    nat_t: bool,
+    maker: Option<TokenMaker>,
+    spis: Vec<(u64, u64)>,
+    ring: Vec<Flight>,
+    next: u64,
+    tail: u64,
+    hist: Histogram,
+    counts: LoadCounts,
+}
+
+impl Tracker {
+    fn check(&mut self, d: &[u8], truncated: bool, now: u64) {
+        let c = &mut self.counts;
+        let parsed = if truncated {
+            None
+        } else {
+            wire::parse_qcd_reply(d, Some(self.nat_t)).ok()
+        };
+        let Some(r) = parsed else {
+            c.malformed += 1;
+            return;
+        };
+        let mid = r.header.message_id;
+        let f = &mut self.ring[mid as usize % RING];
+        if f.mid != mid || f.state == EMPTY || f.state == ANSWERED {
+            c.unmatched += 1;
+            return;
+        }
+        if f.state == EXPIRED {
+            c.late += 1;
+            f.state = ANSWERED;
+            return;
+        }
+        f.state = ANSWERED;
+        c.answered += 1;
+        self.hist.record(now.saturating_sub(f.sent_ns));
+        let (a, b) = self.spis[f.sa as usize];
+        if r.header.spi_i != a
+            || r.header.spi_r != b
+            || !r.header.is_response()
+            || !r.invalid_ike_spi
+            || r.nat_t != self.nat_t
+        {
+            c.mismatched += 1;
+            return;
+        }
+        let tokens = r.tokens();
+        if tokens.is_empty() {
+            c.bare += 1;
+            return;
+        }
+        let ok = match &self.maker {
+            None => true,
+            Some(m) => {
+                // Every token is checked (no early exit): constant work per reply.
+                let mut all = true;
+                for t in tokens {
+                    all &= m.verify(a, b, t, &[]).unwrap_or(false);
+                }
+                all
+            }
+        };
+        if ok {
+            c.valid += 1;
+        } else {
+            c.bad_token += 1;
+        }
+    }
+
+    fn expire(&mut self, now: u64, timeout: u64) {
+        while self.tail < self.next {
+            let f = &mut self.ring[self.tail as u32 as usize % RING];
+            match f.state {
+                WAITING if now.saturating_sub(f.sent_ns) >= timeout => {
+                    f.state = EXPIRED;
+                    self.counts.lost += 1;
+                }
+                WAITING => break,
+                _ => {}
+            }
+            self.tail += 1;
+        }
+    }
+}
+
 /// Sends protected-looking requests (`HDR, SK{random}`, INFORMATIONAL, Message ID = sequence
 /// number) for random SPI pairs to one target at a paced rate, and checks every reply with
 /// the codec and, when it has the secret, [`TokenMaker::verify`]. Single-threaded: sending
@@ -523,12 +643,8 @@ pub struct LoadDriver {
     sock: UdpSocket,
     target: SocketAddr,
     cfg: LoadConfig,
-    maker: Option<TokenMaker>,
-    spis: Vec<(u64, u64)>,
+    gso: bool,
     rng: u64,
-    ring: Vec<Flight>,
-    next: u64,
-    tail: u64,
     t0: Option<Instant>,
     first_send: Option<u64>,
     last_send: u64,
@@ -536,8 +652,7 @@ pub struct LoadDriver {
     tx: Vec<u8>,
     segs: Vec<sys::Seg>,
     rx: Box<sys::RecvSlots>,
-    hist: Histogram,
-    counts: LoadCounts,
+    track: Tracker,
 }
 
 impl std::fmt::Debug for LoadDriver {
@@ -545,7 +660,8 @@ impl std::fmt::Debug for LoadDriver {
         f.debug_struct("LoadDriver")
             .field("target", &self.target)
             .field("cfg", &self.cfg)
-            .field("counts", &self.counts)
+            .field("gso", &self.gso)
+            .field("counts", &self.track.counts)
             .finish_non_exhaustive()
     }
 }
@@ -584,7 +700,7 @@ impl LoadDriver {
                 cfg.timeout
             )));
         }
-        let body_max = SLOT - wire::HEADER_LEN - wire::GENERIC_HEADER_LEN - 4;
+        let body_max = 1200;
         if cfg.body_len > body_max {
             return Err(CoreError::InvalidArgument(format!(
                 "body_len must be 0..={body_max} octets, got {}",
@@ -604,25 +720,30 @@ impl LoadDriver {
             window: cfg.window.min(RING),
             ..cfg
         };
+        let gso = cfg.gso && sys::enable_gso(&sock);
         Ok(LoadDriver {
             sock,
             target,
-            spis: load_spis(cfg.sas, cfg.seed),
             rng: cfg.seed ^ 0x005e_ed0f_b0d1,
-            cfg,
-            maker,
-            ring: vec![Flight::default(); RING],
-            next: 0,
-            tail: 0,
+            gso,
             t0: None,
             first_send: None,
             last_send: 0,
             body: vec![0; cfg.body_len],
-            tx: Vec::with_capacity(BATCH * (cfg.body_len + 64)),
-            segs: Vec::with_capacity(BATCH),
+            tx: Vec::with_capacity(SEND_MAX * (cfg.body_len + 64)),
+            segs: Vec::with_capacity(SEND_MAX),
             rx: sys::RecvSlots::new(),
-            hist: Histogram::default(),
-            counts: LoadCounts::default(),
+            track: Tracker {
+                nat_t: cfg.nat_t,
+                maker,
+                spis: load_spis(cfg.sas, cfg.seed),
+                ring: vec![Flight::default(); RING],
+                next: 0,
+                tail: 0,
+                hist: Histogram::default(),
+                counts: LoadCounts::default(),
+            },
+            cfg,
         })
     }
 
@@ -632,22 +753,28 @@ impl LoadDriver {
         self.target
     }
 
+    /// Whether UDP GSO/GRO is in use (asked for and available).
+    #[must_use]
+    pub fn gso(&self) -> bool {
+        self.gso
+    }
+
     /// The counts so far.
     #[must_use]
     pub fn counts(&self) -> LoadCounts {
-        self.counts
+        self.track.counts
     }
 
     /// Round-trip times of the answered requests (nanoseconds).
     #[must_use]
     pub fn latency(&self) -> &Histogram {
-        &self.hist
+        &self.track.hist
     }
 
     /// Requests in flight (sent, neither answered nor expired, counting from the oldest).
     #[must_use]
     pub fn in_flight(&self) -> u64 {
-        self.next - self.tail
+        self.track.next - self.track.tail
     }
 
     /// Seconds since the first call to [`LoadDriver::run`].
@@ -667,6 +794,10 @@ impl LoadDriver {
         self.t0.map_or(0, |t| t.elapsed().as_nanos() as u64)
     }
 
+    fn timeout_ns(&self) -> u64 {
+        (self.cfg.timeout * 1e9) as u64
+    }
+
     /// Send paced requests while less than `send_for` has elapsed since the first call, and
     /// receive replies, until `until` has elapsed (both measured from the first call) or
     /// `stop` is set.
@@ -674,32 +805,34 @@ impl LoadDriver {
         let t0 = *self.t0.get_or_insert_with(Instant::now);
         let (until_ns, send_ns) = (until.as_nanos() as u64, send_for.as_nanos() as u64);
         let paced = self.cfg.rate > 0.0 && self.cfg.rate.is_finite();
+        let max = if self.gso { SEND_MAX } else { BATCH } as u64;
         loop {
             let now = t0.elapsed().as_nanos() as u64;
             if now >= until_ns || stop.load(Ordering::Relaxed) {
                 break;
             }
+            let next = self.track.next;
             let mut sent = 0;
             if now < send_ns {
                 let due = if paced {
                     let target = (self.cfg.rate * now as f64 * 1e-9) as u64 + 1;
-                    target.saturating_sub(self.next)
+                    target.saturating_sub(next)
                 } else {
-                    BATCH as u64
+                    max
                 };
-                let room = (self.cfg.window as u64).saturating_sub(self.next - self.tail);
-                let n = due.min(room).min(BATCH as u64) as usize;
+                let room = (self.cfg.window as u64).saturating_sub(next - self.track.tail);
+                let n = due.min(room).min(max) as usize;
                 if n > 0 {
                     sent = self.send_batch(n, now);
                 }
             }
-            let got = self.receive(false);
-            self.expire();
+            let got = self.receive();
+            self.track.expire(self.now_ns(), self.timeout_ns());
             if sent == 0 && got == 0 {
                 // Nothing to do: wait for a reply, or until the next request is due.
                 let mut wait_ns = until_ns.saturating_sub(now);
                 if now < send_ns && paced {
-                    let next_at = (self.next as f64 / self.cfg.rate * 1e9) as u64;
+                    let next_at = (self.track.next as f64 / self.cfg.rate * 1e9) as u64;
                     wait_ns = wait_ns.min(next_at.saturating_sub(now));
                 }
                 wait_ns = wait_ns.min(READ_TIMEOUT.as_nanos() as u64);
@@ -715,28 +848,29 @@ impl LoadDriver {
         let start = Instant::now();
         let _ = *self.t0.get_or_insert_with(Instant::now);
         while self.in_flight() > 0 && start.elapsed() < max && !stop.load(Ordering::Relaxed) {
-            if self.receive(false) == 0 {
-                self.expire();
+            if self.receive() == 0 {
+                self.track.expire(self.now_ns(), self.timeout_ns());
                 if self.in_flight() > 0 {
                     sys::wait_readable(&self.sock, Duration::from_millis(5));
                 }
             }
         }
-        self.expire();
+        self.track.expire(self.now_ns(), self.timeout_ns());
     }
 
     fn send_batch(&mut self, n: usize, now: u64) -> usize {
         self.tx.clear();
         self.segs.clear();
+        let t = &mut self.track;
         for _ in 0..n {
-            let sa = (splitmix(&mut self.rng) % self.spis.len() as u64) as usize;
+            let sa = (splitmix(&mut self.rng) % t.spis.len() as u64) as usize;
             for chunk in self.body.chunks_mut(8) {
                 let r = splitmix(&mut self.rng).to_le_bytes();
                 chunk.copy_from_slice(&r[..chunk.len()]);
             }
-            let (a, b) = self.spis[sa];
+            let (a, b) = t.spis[sa];
             let k = self.segs.len();
-            let mid = (self.next + k as u64) as u32;
+            let mid = (t.next + k as u64) as u32;
             let opts = RequestOptions {
                 message_id: mid,
                 nat_t: self.cfg.nat_t,
@@ -753,7 +887,7 @@ impl LoadDriver {
                 end: self.tx.len(),
                 to: k,
             });
-            self.ring[mid as usize % RING] = Flight {
+            t.ring[mid as usize % RING] = Flight {
                 mid,
                 sa: sa as u32,
                 sent_ns: now,
@@ -761,29 +895,29 @@ impl LoadDriver {
             };
         }
         let n = self.segs.len();
-        let ((sent, _), errors) = sys::send(&self.sock, &self.tx, &self.segs, None);
+        let r = sys::send(&self.sock, &self.tx, &self.segs, None, &mut self.gso);
         // Requests the kernel refused are settled at once (never in flight); on a connected
         // socket they are the tail of the batch.
-        for s in &self.segs[sent..] {
-            let mid = (self.next + s.to as u64) as u32;
-            self.ring[mid as usize % RING].state = EXPIRED;
+        for s in &self.segs[r.sent..] {
+            let mid = (t.next + s.to as u64) as u32;
+            t.ring[mid as usize % RING].state = EXPIRED;
         }
-        self.counts.sent += sent as u64;
-        self.counts.send_errors += errors as u64;
-        self.next += n as u64;
+        t.counts.sent += r.sent as u64;
+        t.counts.send_errors += (n - r.sent) as u64;
+        t.next += n as u64;
         self.first_send.get_or_insert(now);
         self.last_send = now;
-        sent
+        r.sent
     }
 
-    fn receive(&mut self, wait: bool) -> usize {
+    fn receive(&mut self) -> usize {
         let mut total = 0;
         loop {
-            let n = match sys::recv(&self.sock, &mut self.rx, BATCH, wait) {
+            let n = match sys::recv(&self.sock, &mut self.rx, BATCH, false) {
                 Ok(n) => n,
                 Err(_) => {
                     // ICMP errors of earlier sends surface here on a connected socket.
-                    self.counts.recv_errors += 1;
+                    self.track.counts.recv_errors += 1;
                     0
                 }
             };
@@ -792,88 +926,15 @@ impl LoadDriver {
             }
             let now = self.now_ns();
             for k in 0..n {
-                self.check_reply(k, now);
+                let truncated = self.rx.truncated(k);
+                for d in self.rx.segments(k) {
+                    self.track.check(d, truncated, now);
+                    total += 1;
+                }
             }
-            total += n;
             if n < BATCH {
                 return total;
             }
-        }
-    }
-
-    fn check_reply(&mut self, k: usize, now: u64) {
-        let d = self.rx.datagram(k);
-        let c = &mut self.counts;
-        let parsed = if self.rx.truncated(k) {
-            None
-        } else {
-            wire::parse_qcd_reply(d, Some(self.cfg.nat_t)).ok()
-        };
-        let Some(r) = parsed else {
-            c.malformed += 1;
-            return;
-        };
-        let mid = r.header.message_id;
-        let f = &mut self.ring[mid as usize % RING];
-        if f.mid != mid || f.state == EMPTY || f.state == ANSWERED {
-            c.unmatched += 1;
-            return;
-        }
-        if f.state == EXPIRED {
-            c.late += 1;
-            f.state = ANSWERED;
-            return;
-        }
-        f.state = ANSWERED;
-        c.answered += 1;
-        self.hist.record(now.saturating_sub(f.sent_ns));
-        let (a, b) = self.spis[f.sa as usize];
-        if r.header.spi_i != a
-            || r.header.spi_r != b
-            || !r.header.is_response()
-            || !r.invalid_ike_spi
-            || r.nat_t != self.cfg.nat_t
-        {
-            c.mismatched += 1;
-            return;
-        }
-        let tokens = r.tokens();
-        if tokens.is_empty() {
-            c.bare += 1;
-            return;
-        }
-        let ok = match &self.maker {
-            None => true,
-            Some(m) => {
-                // Every token is checked (no early exit): constant work per reply.
-                let mut all = true;
-                for t in tokens {
-                    all &= m.verify(a, b, t, &[]).unwrap_or(false);
-                }
-                all
-            }
-        };
-        if ok {
-            c.valid += 1;
-        } else {
-            c.bad_token += 1;
-        }
-    }
-
-    fn expire(&mut self) {
-        let now = self.now_ns();
-        let timeout = (self.cfg.timeout * 1e9) as u64;
-        while self.tail < self.next {
-            let f = &mut self.ring[self.tail as u32 as usize % RING];
-            match f.state {
-                WAITING if now.saturating_sub(f.sent_ns) >= timeout => {
-                    f.state = EXPIRED;
-                    self.counts.lost += 1;
-                }
-                WAITING => break,
-                _ => {}
-            }
-            self.tail += 1;
         }
     }
 }
@@ -884,8 +945,8 @@ impl LoadDriver {
 
 #[cfg(target_os = "linux")]
 mod sys {
-    //! `recvmmsg`/`sendmmsg`/`ppoll` and socket options through `libc`: the only unsafe code
-    //! of the crate outside the SHA-NI kernel.
+    //! `recvmmsg`/`sendmmsg`/`ppoll`, UDP GSO/GRO and socket options through `libc`: with the
+    //! SHA-NI kernel, the only unsafe code of the crate.
     use std::mem;
     use std::net::UdpSocket;
     use std::os::fd::AsRawFd;
@@ -893,6 +954,16 @@ mod sys {
 
     use super::{BATCH, SLOT};
     use crate::error::CoreResult;
+
+    /// `UDP_SEGMENT` / `UDP_GRO` socket options and control messages (Linux 4.18 / 5.0).
+    const UDP_SEGMENT: libc::c_int = 103;
+    const UDP_GRO: libc::c_int = 104;
+    /// Most segments in one GSO send (the kernel's `UDP_MAX_SEGMENTS` is 64 before 5.5).
+    const GSO_MAX_SEGMENTS: usize = 64;
+    /// Most octets in one GSO send (a UDP payload, with room for the headers).
+    const GSO_MAX_OCTETS: usize = 65_000;
+    /// Control buffer per message: room for one `int` or `u16` control message.
+    const CTRL_WORDS: usize = 8;
 
     pub(super) fn supported() -> CoreResult<()> {
         Ok(())
@@ -906,13 +977,26 @@ mod sys {
         pub to: usize,
     }
 
+    /// What a send did.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub(super) struct Sent {
+        /// Datagrams the kernel took, a prefix of the segments given when `dest` is None.
+        pub sent: usize,
+        /// Their octets.
+        pub octets: usize,
+        /// Datagrams refused.
+        pub errors: usize,
+    }
+
     /// Receive buffers and source addresses for one batch.
     pub(super) struct RecvSlots {
         buf: Vec<u8>,
         len: [usize; BATCH],
+        seg: [usize; BATCH],
         trunc: [bool; BATCH],
         addr: [libc::sockaddr_storage; BATCH],
         addr_len: [libc::socklen_t; BATCH],
+        ctrl: [[u64; CTRL_WORDS]; BATCH],
     }
 
     fn zeroed_addr() -> libc::sockaddr_storage {
@@ -926,14 +1010,24 @@ mod sys {
             Box::new(RecvSlots {
                 buf: vec![0; BATCH * SLOT],
                 len: [0; BATCH],
+                seg: [0; BATCH],
                 trunc: [false; BATCH],
                 addr: [zeroed_addr(); BATCH],
                 addr_len: [0; BATCH],
+                ctrl: [[0; CTRL_WORDS]; BATCH],
             })
         }
 
-        pub(super) fn datagram(&self, k: usize) -> &[u8] {
-            &self.buf[k * SLOT..k * SLOT + self.len[k]]
+        /// The datagrams of slot k: one, or the run a GRO receive coalesced (segments of
+        /// equal size, the last one possibly shorter). An empty datagram is one empty slice.
+        pub(super) fn segments(&self, k: usize) -> impl Iterator<Item = &[u8]> + '_ {
+            let d = &self.buf[k * SLOT..k * SLOT + self.len[k]];
+            let step = match self.seg[k] {
+                0 => d.len(),
+                g => g.min(d.len()),
+            };
+            let count = if step == 0 { 1 } else { d.len().div_ceil(step) };
+            (0..count).map(move |i| &d[i * step..((i + 1) * step).min(d.len())])
         }
 
         pub(super) fn truncated(&self, k: usize) -> bool {
@@ -964,6 +1058,23 @@ mod sys {
                 _ => 0,
             }
         }
+
+        fn same_source(&self, a: usize, b: usize) -> bool {
+            let n = self.addr_len[a] as usize;
+            n == self.addr_len[b] as usize
+                && addr_bytes(&self.addr[a])[..n] == addr_bytes(&self.addr[b])[..n]
+        }
+    }
+
+    fn addr_bytes(a: &libc::sockaddr_storage) -> &[u8] {
+        // SAFETY: sockaddr_storage is plain data without padding-dependent invariants; any
+        // initialised value may be viewed as its bytes (it was zeroed at creation).
+        unsafe {
+            std::slice::from_raw_parts(
+                (a as *const libc::sockaddr_storage).cast::<u8>(),
+                mem::size_of::<libc::sockaddr_storage>(),
+            )
+        }
     }
 
     fn zeroed_hdrs() -> [libc::mmsghdr; BATCH] {
@@ -986,7 +1097,27 @@ mod sys {
         )
     }
 
-    /// Receive up to `max` datagrams into `s`; `wait`: block (up to the socket's read timeout)
+    fn set_int(sock: &UdpSocket, level: libc::c_int, opt: libc::c_int, v: libc::c_int) -> bool {
+        // SAFETY: a valid fd and a pointer to a c_int of the size given.
+        let r = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                level,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        r == 0
+    }
+
+    /// Turn on GRO receives and check that GSO sends exist; false if the kernel lacks either.
+    pub(super) fn enable_gso(sock: &UdpSocket) -> bool {
+        // UDP_SEGMENT 0 as a socket option means "no default segment size": a probe.
+        set_int(sock, libc::SOL_UDP, UDP_SEGMENT, 0) && set_int(sock, libc::SOL_UDP, UDP_GRO, 1)
+    }
+
+    /// Receive up to `max` messages into `s`; `wait`: block (up to the socket's read timeout)
     /// for the first one. Returns 0 on timeout, interruption or nothing pending.
     pub(super) fn recv(
         sock: &UdpSocket,
@@ -1002,21 +1133,23 @@ mod sys {
             // In bounds: buf holds BATCH * SLOT octets and k < BATCH.
             iov[k].iov_base = base.wrapping_add(k * SLOT).cast();
             iov[k].iov_len = SLOT;
-            s.addr_len[k] = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             let h = &mut hdr[k].msg_hdr;
             h.msg_name = (&mut s.addr[k] as *mut libc::sockaddr_storage).cast();
-            h.msg_namelen = s.addr_len[k];
+            h.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_iov = &mut iov[k];
             h.msg_iovlen = 1;
+            h.msg_control = s.ctrl[k].as_mut_ptr().cast();
+            h.msg_controllen = mem::size_of::<[u64; CTRL_WORDS]>() as _;
         }
         let flags = if wait {
             libc::MSG_WAITFORONE
         } else {
             libc::MSG_DONTWAIT
         };
-        // SAFETY: hdr[..max] point at iov[..max] and s.addr[..max], which point into
-        // s.buf (SLOT octets each) and stay alive and unaliased for the whole call; the
-        // kernel writes at most iov_len / msg_namelen octets. A null timeout is allowed.
+        // SAFETY: hdr[..max] point at iov[..max], s.addr[..max] and s.ctrl[..max], which
+        // point into buffers of the sizes given that stay alive and unaliased for the call;
+        // the kernel writes at most iov_len / msg_namelen / msg_controllen octets. A null
+        // timeout is allowed.
         let r = unsafe {
             libc::recvmmsg(
                 sock.as_raw_fd(),
@@ -1035,73 +1168,200 @@ mod sys {
             s.len[k] = (h.msg_len as usize).min(SLOT);
             s.trunc[k] = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             s.addr_len[k] = h.msg_hdr.msg_namelen;
+            s.seg[k] = if h.msg_hdr.msg_controllen == 0 {
+                0
+            } else {
+                gro_size(&h.msg_hdr)
+            };
         }
         Ok(n)
     }
 
-    /// Send `segs` (at most BATCH) from `buf`; to the sources in `dest` (by slot) or, when
-    /// `dest` is None, on the connected socket. A datagram the kernel refuses is skipped and
-    /// counted. Returns ((datagrams sent, octets sent), errors); with `dest` None the sent
-    /// ones are a prefix of `segs` when errors is 0.
+    /// The segment size of a GRO receive, from its control messages (0 if none).
+    fn gro_size(h: &libc::msghdr) -> usize {
+        let mut size = 0;
+        // SAFETY: `h` is a msghdr the kernel filled; its msg_control points at our control
+        // buffer and msg_controllen bounds what the kernel wrote. CMSG_FIRSTHDR/NXTHDR stay
+        // within that length (returning null at the end), and a UDP_GRO message carries an
+        // int, read unaligned.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                    let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                    size = usize::try_from(v).unwrap_or(0);
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
+        size
+    }
+
+    /// Group `segs` into messages: with `gso`, a run of consecutive, contiguous, equal-sized
+    /// datagrams to one destination becomes one segmented message. Returns (first seg, count)
+    /// per message.
+    fn groups(segs: &[Seg], dest: Option<&RecvSlots>, gso: bool) -> Vec<(usize, usize)> {
+        let mut out: Vec<(usize, usize)> = Vec::with_capacity(segs.len().min(BATCH));
+        for (i, s) in segs.iter().enumerate() {
+            if let Some(g) = out.last_mut() {
+                let first = &segs[g.0];
+                let prev = &segs[g.0 + g.1 - 1];
+                let len = first.end - first.start;
+                if gso
+                    && s.start == prev.end
+                    && s.end - s.start == len
+                    && g.1 < GSO_MAX_SEGMENTS
+                    && (g.1 + 1) * len <= GSO_MAX_OCTETS
+                    && dest.is_none_or(|d| d.same_source(first.to, s.to))
+                {
+                    g.1 += 1;
+                    continue;
+                }
+            }
+            out.push((i, 1));
+        }
+        out
+    }
+
+    /// Send `segs` from `buf`: to the sources in `dest` (by slot) or, when `dest` is None, on
+    /// the connected socket. With `*gso`, equal-sized runs go as segmented sends; if the
+    /// kernel refuses one, `*gso` is turned off and the rest go one by one. A datagram the
+    /// kernel refuses is skipped and counted; on a connected socket the rest of the batch is
+    /// counted refused too.
     pub(super) fn send(
         sock: &UdpSocket,
         buf: &[u8],
         segs: &[Seg],
         dest: Option<&RecvSlots>,
-    ) -> ((usize, usize), usize) {
-        let n = segs.len().min(BATCH);
+        gso: &mut bool,
+    ) -> Sent {
+        let mut total = Sent::default();
+        let mut from = 0;
+        while from < segs.len() {
+            let rest = &segs[from..];
+            let groups = groups(rest, dest, *gso);
+            let (r, stop) = send_groups(sock, buf, rest, &groups, dest);
+            total.sent += r.sent;
+            total.octets += r.octets;
+            total.errors += r.errors;
+            match stop {
+                Stop::Done => break,
+                Stop::GsoRefused(at) => {
+                    *gso = false;
+                    from += at;
+                }
+                Stop::Connected(at) => {
+                    total.errors += rest.len() - at;
+                    break;
+                }
+            }
+        }
+        total
+    }
+
+    enum Stop {
+        Done,
+        /// A segmented send failed at this segment index: retry from there without GSO.
+        GsoRefused(usize),
+        /// A send on the connected socket failed at this segment index.
+        Connected(usize),
+    }
+
+    fn send_groups(
+        sock: &UdpSocket,
+        buf: &[u8],
+        segs: &[Seg],
+        groups: &[(usize, usize)],
+        dest: Option<&RecvSlots>,
+    ) -> (Sent, Stop) {
+        let mut r = Sent::default();
         let mut iov = zeroed_iovs();
         let mut hdr = zeroed_hdrs();
-        for (k, s) in segs[..n].iter().enumerate() {
-            let part = &buf[s.start..s.end];
-            iov[k].iov_base = part.as_ptr().cast_mut().cast();
-            iov[k].iov_len = part.len();
-            let h = &mut hdr[k].msg_hdr;
-            if let Some(d) = dest {
-                h.msg_name = (&d.addr[s.to] as *const libc::sockaddr_storage)
-                    .cast_mut()
-                    .cast();
-                h.msg_namelen = d.addr_len[s.to];
-            }
-            h.msg_iov = &mut iov[k];
-            h.msg_iovlen = 1;
-        }
-        let (mut done, mut sent, mut octets, mut errors) = (0usize, 0usize, 0usize, 0usize);
-        let mut retries = 0;
-        while done < n {
-            // SAFETY: hdr[done..n] point at iov entries that point into `buf` (borrowed for
-            // the call) and at addresses in `dest` (borrowed); the kernel only reads them.
-            let r = unsafe {
-                libc::sendmmsg(
-                    sock.as_raw_fd(),
-                    hdr.as_mut_ptr().add(done),
-                    (n - done) as libc::c_uint,
-                    0,
-                )
-            };
-            if r > 0 {
-                let r = r as usize;
-                for h in &hdr[done..done + r] {
-                    octets += h.msg_len as usize;
+        let mut ctrl = [[0u64; CTRL_WORDS]; BATCH];
+        for chunk in groups.chunks(BATCH) {
+            for (k, &(first, count)) in chunk.iter().enumerate() {
+                let (a, b) = (segs[first].start, segs[first + count - 1].end);
+                let part = &buf[a..b];
+                iov[k].iov_base = part.as_ptr().cast_mut().cast();
+                iov[k].iov_len = part.len();
+                let h = &mut hdr[k].msg_hdr;
+                *h = {
+                    // SAFETY: msghdr is plain data; all zeroes is valid (reset per message).
+                    unsafe { mem::zeroed() }
+                };
+                if let Some(d) = dest {
+                    let to = segs[first].to;
+                    h.msg_name = (&d.addr[to] as *const libc::sockaddr_storage)
+                        .cast_mut()
+                        .cast();
+                    h.msg_namelen = d.addr_len[to];
                 }
-                done += r;
-                sent += r;
-                continue;
+                h.msg_iov = &mut iov[k];
+                h.msg_iovlen = 1;
+                if count > 1 {
+                    let size = (segs[first].end - segs[first].start) as u16;
+                    // SAFETY: CMSG_SPACE/LEN are arithmetic; ctrl[k] is 64 octets, more than
+                    // CMSG_SPACE(2) = 24, 8-aligned, and the header written is inside it.
+                    unsafe {
+                        let space = libc::CMSG_SPACE(mem::size_of::<u16>() as u32) as usize;
+                        h.msg_control = ctrl[k].as_mut_ptr().cast();
+                        h.msg_controllen = space as _;
+                        let c = libc::CMSG_FIRSTHDR(h);
+                        (*c).cmsg_level = libc::SOL_UDP;
+                        (*c).cmsg_type = UDP_SEGMENT;
+                        (*c).cmsg_len = libc::CMSG_LEN(mem::size_of::<u16>() as u32) as _;
+                        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), size);
+                    }
+                }
             }
-            let e = std::io::Error::last_os_error();
-            if transient(&e) && retries < 1000 {
-                retries += 1;
-                continue;
+            let n = chunk.len();
+            let mut done = 0;
+            let mut retries = 0;
+            while done < n {
+                // SAFETY: hdr[done..n] point at iov entries that point into `buf` (borrowed
+                // for the call), at addresses in `dest` (borrowed) and at `ctrl`; the kernel
+                // only reads them.
+                let sent = unsafe {
+                    libc::sendmmsg(
+                        sock.as_raw_fd(),
+                        hdr.as_mut_ptr().add(done),
+                        (n - done) as libc::c_uint,
+                        0,
+                    )
+                };
+                if sent > 0 {
+                    for (h, &(_, count)) in
+                        hdr[done..].iter().zip(&chunk[done..]).take(sent as usize)
+                    {
+                        r.octets += h.msg_len as usize;
+                        r.sent += count;
+                    }
+                    done += sent as usize;
+                    continue;
+                }
+                let e = std::io::Error::last_os_error();
+                if transient(&e) && retries < 1000 {
+                    retries += 1;
+                    continue;
+                }
+                let (first, count) = chunk[done];
+                if count > 1
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
+                    )
+                {
+                    return (r, Stop::GsoRefused(first));
+                }
+                if dest.is_none() {
+                    return (r, Stop::Connected(first));
+                }
+                // These datagrams cannot go: skip them.
+                r.errors += count;
+                done += 1;
             }
-            if dest.is_none() {
-                // Connected socket: the rest would fail the same way (ECONNREFUSED etc.).
-                return ((sent, octets), n - done);
-            }
-            // This datagram cannot go: skip it.
-            errors += 1;
-            done += 1;
         }
-        ((sent, octets), errors)
+        (r, Stop::Done)
     }
 
     /// Block until the socket is readable or `timeout` passes (or a signal arrives).
@@ -1124,18 +1384,8 @@ mod sys {
     /// Ask for bigger socket buffers (best effort: capped by net.core.[rw]mem_max).
     pub(super) fn set_buffers(sock: &UdpSocket, bytes: usize) {
         let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-        for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-            // SAFETY: a valid fd and a pointer to a c_int of the size given.
-            unsafe {
-                libc::setsockopt(
-                    sock.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    opt,
-                    (&v as *const libc::c_int).cast(),
-                    mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
-        }
+        set_int(sock, libc::SOL_SOCKET, libc::SO_RCVBUF, v);
+        set_int(sock, libc::SOL_SOCKET, libc::SO_SNDBUF, v);
     }
 }
 
@@ -1161,14 +1411,21 @@ mod sys {
         pub to: usize,
     }
 
+    #[derive(Debug, Clone, Copy, Default)]
+    pub(super) struct Sent {
+        pub sent: usize,
+        pub octets: usize,
+        pub errors: usize,
+    }
+
     pub(super) struct RecvSlots;
 
     impl RecvSlots {
         pub(super) fn new() -> Box<RecvSlots> {
             Box::new(RecvSlots)
         }
-        pub(super) fn datagram(&self, _k: usize) -> &[u8] {
-            &[]
+        pub(super) fn segments(&self, _k: usize) -> impl Iterator<Item = &[u8]> + '_ {
+            std::iter::empty()
         }
         pub(super) fn truncated(&self, _k: usize) -> bool {
             false
@@ -1176,6 +1433,10 @@ mod sys {
         pub(super) fn source_key(&self, _k: usize) -> u64 {
             0
         }
+    }
+
+    pub(super) fn enable_gso(_sock: &UdpSocket) -> bool {
+        false
     }
 
     pub(super) fn recv(
@@ -1192,8 +1453,12 @@ mod sys {
         _buf: &[u8],
         segs: &[Seg],
         _dest: Option<&RecvSlots>,
-    ) -> ((usize, usize), usize) {
-        ((0, 0), segs.len())
+        _gso: &mut bool,
+    ) -> Sent {
+        Sent {
+            errors: segs.len(),
+            ..Sent::default()
+        }
     }
 
     pub(super) fn wait_readable(_sock: &UdpSocket, _timeout: Duration) {}
@@ -1257,12 +1522,14 @@ mod tests {
 
     #[test]
     fn serve_and_load_on_loopback() {
-        for nat_t in [false, true] {
-            let srv = Server::bind(loopback(), maker(), nat_t).unwrap();
+        for (nat_t, gso) in [(false, false), (true, false), (false, true), (true, true)] {
+            let srv = Server::bind(loopback(), maker(), nat_t, gso).unwrap();
+            assert_eq!(srv.gso(), gso); // the test kernel has UDP GSO/GRO
             let cfg = LoadConfig {
                 rate: 20_000.0,
                 sas: 50,
                 nat_t,
+                gso,
                 ..LoadConfig::default()
             };
             let (d, c) = with_server(srv, None, None, |a| load(a, cfg, Some(maker()), 0.2));
@@ -1280,7 +1547,7 @@ mod tests {
 
     #[test]
     fn wrong_secret_and_policy() {
-        let srv = Server::bind(loopback(), maker(), false).unwrap();
+        let srv = Server::bind(loopback(), maker(), false, true).unwrap();
         let other = TokenMaker::new(&[&[1u8; 32]], Algorithm::HmacSha256, None).unwrap();
         let gate = MakerGate::new(GateConfig {
             enabled: true,
@@ -1307,7 +1574,7 @@ mod tests {
 
     #[test]
     fn live_sa_and_garbage() {
-        let srv = Server::bind(loopback(), maker(), false).unwrap();
+        let srv = Server::bind(loopback(), maker(), false, true).unwrap();
         let spis = load_spis(2, 7);
         let mut table = SaTable::new(1, 0).unwrap();
         table.insert(spis[0].0, spis[0].1, &[0u8; 32], 0.0).unwrap();
@@ -1329,10 +1596,10 @@ mod tests {
         assert_eq!(n.valid + n.lost, n.sent);
         assert_eq!(c.reasons[Reason::LiveSa as usize], n.lost);
         assert!(n.lost > 20, "{n:?}");
-        // 0, 1, 27 octets and the truncated 9000: malformed; 28 and 100 octets of 0xab:
-        // version 0xab is not IKEv2.
-        assert_eq!(c.reasons[Reason::Malformed as usize], 4);
-        assert_eq!(c.reasons[Reason::NotIkev2 as usize], 2);
+        // 0, 1, 27 octets: malformed; 28, 100 and 9000 octets of 0xab: version 0xab is not
+        // IKEv2.
+        assert_eq!(c.reasons[Reason::Malformed as usize], 3);
+        assert_eq!(c.reasons[Reason::NotIkev2 as usize], 3);
     }
 
     #[test]

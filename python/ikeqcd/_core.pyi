@@ -534,6 +534,8 @@ class _UdpServer:
         listen: ``"HOST:PORT"``; port 0 picks a free port.
         maker: the token maker (its secrets are copied).
         nat_t: UDP/4500 framing (non-ESP marker required; ESP is counted and ignored).
+        gso: use UDP GSO/GRO where the kernel has it (runs of requests received as one
+            buffer, runs of equal-sized replies to one source sent as one segmented send).
         gate: the reply policy; ``None`` answers every candidate with tokens.
         live: live SAs, never answered with a token (read-locked once per batch).
 
@@ -549,12 +551,16 @@ class _UdpServer:
         /,
         *,
         nat_t: bool = False,
+        gso: bool = True,
         gate: _MakerGate | None = None,
         live: SaTable | None = None,
     ) -> _UdpServer: ...
     @property
     def address(self) -> tuple[str, int]:
         """The bound (host, port)."""
+    @property
+    def gso(self) -> bool:
+        """Whether UDP GSO/GRO is in use (asked for, available, never refused)."""
     @property
     def stopped(self) -> bool:
         """Whether :meth:`stop` was called."""
@@ -593,10 +599,14 @@ class _LoadDriver:
         body_len: int = 32,
         window: int = 262144,
         timeout: float = 1.0,
+        gso: bool = True,
     ) -> _LoadDriver: ...
     @property
     def target(self) -> tuple[str, int]:
         """The target (host, port)."""
+    @property
+    def gso(self) -> bool:
+        """Whether UDP GSO/GRO is in use (asked for, available, never refused)."""
     def run(self, until: float, send_for: float, /) -> None:
         """Send while under ``send_for`` seconds since the first call and check replies until
         ``until`` seconds (GIL released)."""
@@ -609,3 +619,8 @@ class _LoadDriver:
         late, lost, send_errors, recv_errors, in_flight), ``elapsed`` and ``send_span``
         seconds, and latency quantiles in microseconds (p50_us, p90_us, p99_us, p999_us,
         max_us)."""
+
+def _load_spis(
+    sas: int, seed: int, /
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+    """The (SPI-I, SPI-R) pairs a load run with ``sas`` pairs and ``seed`` draws from."""

@@ -32,6 +32,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any, TextIO
 
+import numpy as np
+import numpy.typing as npt
+
 from ikeqcd import _core
 from ikeqcd._core import SaTable, TokenMaker
 from ikeqcd.errors import InvalidArgument, NetworkError
@@ -48,6 +51,7 @@ __all__ = [
     "add_load_parser",
     "add_serve_parser",
     "load",
+    "load_spis",
     "prometheus_text",
     "serve",
 ]
@@ -198,6 +202,11 @@ class Server:
         live: an :class:`~ikeqcd.SaTable` of live SAs: never answered with a token (RFC 6290
             §9.2). Read-locked once per batch of datagrams, so other threads may change it.
         clock: the policy clock (seconds); the token window starts at construction.
+        gso: use UDP GSO/GRO where the kernel has it: a run of requests that a peer sent as
+            one segmented send is received as one buffer and split here, and runs of
+            equal-sized replies to one source leave as one segmented send. Each request is
+            still its own datagram and gets its own reply; the kernel just moves fewer
+            buffers. Falls back to plain datagrams when unavailable.
 
     Raises:
         NetworkError: the socket cannot be bound (address in use, no permission, not Linux).
@@ -216,6 +225,7 @@ class Server:
         policy: MakerPolicy | None = MakerPolicy(),
         live: SaTable | None = None,
         clock: Callable[[], float] = time.monotonic,
+        gso: bool = True,
     ) -> None:
         if maker_or_store is None:
             raise InvalidArgument("Server needs a TokenMaker or a SecretStore")
@@ -232,8 +242,8 @@ class Server:
         self._nat_t = bool(nat_t)
         gate = None if policy is None else _gate_of(policy, clock())
         self._core = _core._UdpServer(
-            _address(listen, self._nat_t, "listen"), self._maker, nat_t=self._nat_t, gate=gate,
-            live=live,
+            _address(listen, self._nat_t, "listen"), self._maker, nat_t=self._nat_t,
+            gso=bool(gso), gate=gate, live=live,
         )
         self._served = 0.0
 
@@ -251,6 +261,11 @@ class Server:
     def policy(self) -> MakerPolicy | None:
         """The reply policy."""
         return self._policy
+
+    @property
+    def gso(self) -> bool:
+        """Whether UDP GSO/GRO is in use."""
+        return self._core.gso
 
     @property
     def stopped(self) -> bool:
@@ -424,6 +439,7 @@ def serve(
     prometheus_port: int | None = None,
     on_stats: Callable[[ServeStats], None] | None = None,
     on_ready: Callable[[Server, tuple[str, int] | None], None] | None = None,
+    gso: bool = True,
 ) -> ServeStats:
     """Run a rebooted gateway until SIGINT/SIGTERM (or ``duration``); returns the counters.
 
@@ -440,6 +456,7 @@ def serve(
         prometheus_port: serve ``/metrics`` on 127.0.0.1 at this port (0 picks one).
         on_stats: called with the counters every ``stats_interval`` seconds.
         on_ready: called once the socket is bound, with the server and the metrics address.
+        gso: use UDP GSO/GRO where available (see :class:`Server`).
 
     SIGINT and SIGTERM stop the server cleanly (when called from the main thread); the final
     counters are returned either way.
@@ -448,7 +465,7 @@ def serve(
         NetworkError: a socket cannot be bound.
         SecretFileError: the store cannot be loaded.
     """
-    server = Server(listen, maker_or_store, nat_t=nat_t, policy=policy, live=live)
+    server = Server(listen, maker_or_store, nat_t=nat_t, policy=policy, live=live, gso=gso)
     with _prometheus(prometheus_port, server.stats) as metrics, _stop_on_signals(server):
         if on_ready is not None:
             on_ready(server, metrics)
@@ -610,6 +627,14 @@ def _report(
     )
 
 
+def load_spis(sas: int, seed: int = 0) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+    """The SPI pairs :func:`load` draws its requests from for ``sas`` and ``seed``: (SPI-I,
+    SPI-R) uint64 arrays (to mark some of them live in a server's table, say)."""
+    if not isinstance(sas, int) or sas < 1:
+        raise InvalidArgument(f"sas must be an int >= 1, got {sas!r}")
+    return _core._load_spis(sas, seed)
+
+
 def load(
     target: str | tuple[str, int] | None,
     *,
@@ -622,6 +647,7 @@ def load(
     window: int | None = None,
     timeout: float = 1.0,
     body_len: int = 32,
+    gso: bool = True,
     progress: Callable[[LoadReport], None] | None = None,
 ) -> LoadReport:
     """Send protected-looking requests to ``target`` for ``duration`` seconds and check the
@@ -640,6 +666,10 @@ def load(
         window: most requests in flight (default: unlimited when paced, 512 when not).
         timeout: seconds after which an unanswered request counts as lost.
         body_len: octets of random SK body per request.
+        gso: send each batch of requests as one segmented send (``UDP_SEGMENT``, up to 256
+            per call) and receive replies coalesced (``UDP_GRO``) where the kernel has them.
+            Every request is still its own datagram; a receiver without GRO gets them one by
+            one.
         progress: called with the figures so far about 10 times a second.
 
     SIGINT (KeyboardInterrupt) stops sending; the replies in flight are still awaited and the
@@ -671,6 +701,7 @@ def load(
         body_len=body_len,
         window=window,
         timeout=timeout,
+        gso=gso,
     )
 
     def report(interrupted: bool = False) -> LoadReport:
@@ -778,6 +809,8 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                    help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics")
     p.add_argument("--json", action="store_true", help="print the final counters as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--no-gso", action="store_true",
+                   help="plain datagrams only: no UDP GRO receives or GSO sends")
     g = p.add_argument_group("reply policy (MakerPolicy; defaults are the library's)")
     d = MakerPolicy()
     g.add_argument("--no-qcd", action="store_true",
@@ -845,6 +878,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     def ready(server: Server, metrics: tuple[str, int] | None) -> None:
         framing = "UDP/4500 framing" if server.nat_t else "UDP/500 framing"
+        framing += ", GSO/GRO" if server.gso else ", plain datagrams"
         print(
             f"ikeqcd serve: listening on {_address(server.address, False, 'listen')} ({framing}); "
             f"secret {store.fingerprint()} ({store.algorithm}, {store.generations} "
@@ -868,6 +902,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         prometheus_port=args.prometheus,
         on_stats=None if quiet else on_stats,
         on_ready=ready,
+        gso=not args.no_gso,
     )
     print(stats.to_json() if args.json else stats.format(), flush=True)
     return 0
@@ -905,6 +940,8 @@ def add_load_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="a request unanswered after S seconds is lost (default 1)")
     p.add_argument("--body-len", type=int, default=32, metavar="N",
                    help="octets of random SK body per request (default 32)")
+    p.add_argument("--no-gso", action="store_true",
+                   help="one datagram per send/receive slot: no UDP GSO sends or GRO receives")
     p.add_argument("--min-valid", type=float, metavar="FRACTION",
                    help="exit 1 unless valid >= FRACTION * sent (e.g. 0.999)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -951,6 +988,7 @@ def _cmd_load(args: argparse.Namespace) -> int:
         window=args.window,
         timeout=args.timeout,
         body_len=args.body_len,
+        gso=not args.no_gso,
         progress=progress,
     )
     if show:

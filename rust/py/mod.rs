@@ -35,7 +35,7 @@ mod _core {
     use super::table::PySaTable;
 
     #[pymodule_export]
-    use super::net::{PyLoadDriver, PyUdpServer};
+    use super::net::{load_spis_py, PyLoadDriver, PyUdpServer};
 
     use pyo3::prelude::*;
 

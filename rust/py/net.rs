@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -49,16 +50,17 @@ pub struct PyUdpServer {
 #[pymethods]
 impl PyUdpServer {
     #[new]
-    #[pyo3(signature = (listen, maker, /, *, nat_t = false, gate = None, live = None))]
+    #[pyo3(signature = (listen, maker, /, *, nat_t = false, gso = true, gate = None, live = None))]
     fn new(
         listen: &str,
         maker: &Bound<'_, PyTokenMaker>,
         nat_t: bool,
+        gso: bool,
         gate: Option<Bound<'_, PyMakerGate>>,
         live: Option<Bound<'_, PySaTable>>,
     ) -> PyResult<Self> {
         let at = net::resolve(listen)?;
-        let server = Server::bind(at, maker.get().inner.clone(), nat_t)?;
+        let server = Server::bind(at, maker.get().inner.clone(), nat_t, gso)?;
         Ok(PyUdpServer {
             counters: server.counters(),
             addr: server.local_addr(),
@@ -73,6 +75,15 @@ impl PyUdpServer {
     #[getter]
     fn address(&self) -> (String, u16) {
         host_port(self.addr)
+    }
+
+    /// Whether UDP GSO/GRO is in use (asked for, available, and never refused).
+    #[getter]
+    fn gso(&self) -> bool {
+        self.server
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .gso()
     }
 
     /// Serve for up to `seconds` (or until `stop()`), the GIL released; `now` is the policy
@@ -147,7 +158,7 @@ impl PyLoadDriver {
 impl PyLoadDriver {
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (target, /, *, rate, sas = 1000, seed = 0, nat_t = false, maker = None, body_len = 32, window = 262144, timeout = 1.0))]
+    #[pyo3(signature = (target, /, *, rate, sas = 1000, seed = 0, nat_t = false, maker = None, body_len = 32, window = 262144, timeout = 1.0, gso = true))]
     fn new(
         target: &str,
         rate: f64,
@@ -158,6 +169,7 @@ impl PyLoadDriver {
         body_len: usize,
         window: usize,
         timeout: f64,
+        gso: bool,
     ) -> PyResult<Self> {
         // The signature's window default is net::RING, written out for the text signature.
         debug_assert_eq!(net::RING, 262_144);
@@ -170,6 +182,7 @@ impl PyLoadDriver {
             body_len,
             window,
             timeout,
+            gso,
         };
         let d = LoadDriver::connect(at, cfg, maker.map(|m| m.get().inner.clone()))?;
         Ok(PyLoadDriver {
@@ -183,6 +196,12 @@ impl PyLoadDriver {
     #[getter]
     fn target(&self) -> (String, u16) {
         host_port(self.target)
+    }
+
+    /// Whether UDP GSO/GRO is in use (asked for, available, and never refused).
+    #[getter]
+    fn gso(&self) -> bool {
+        self.lock().gso()
     }
 
     /// Send paced requests while less than `send_for` seconds have passed since the first
@@ -250,4 +269,16 @@ impl PyLoadDriver {
     fn __repr__(&self) -> String {
         format!("_LoadDriver({})", self.target)
     }
+}
+
+/// The SPI pairs a load run with `sas` pairs and `seed` draws from: (SPI-I, SPI-R) arrays.
+#[pyfunction(name = "_load_spis")]
+#[pyo3(signature = (sas, seed, /))]
+pub fn load_spis_py(
+    py: Python<'_>,
+    sas: usize,
+    seed: u64,
+) -> (Bound<'_, PyArray1<u64>>, Bound<'_, PyArray1<u64>>) {
+    let (a, b): (Vec<u64>, Vec<u64>) = net::load_spis(sas, seed).into_iter().unzip();
+    (a.into_pyarray(py), b.into_pyarray(py))
 }
