@@ -5,9 +5,15 @@
 Starts ``ikeqcd serve --unlimited`` pinned to core 0 (``taskset -c 0`` when available) and runs
 ``ikeqcd load`` pinned to core 1 at each rate for ``--duration`` seconds, every token verified
 with the secret; then does the same against ``benches/udp_peer.py`` (a Python
-``recvfrom``/``sendto`` echo loop) on core 0. Prints one table: requests sent, answered and
-valid per second, latency p50/p99/p99.9 and lost requests. A measurement, not a test: it
-asserts nothing. ``--json`` prints the raw reports.
+``recvfrom``/``sendto`` echo loop) on core 0. Each is run in two modes: ``gso`` (the default
+of both tools: UDP GSO sends and GRO receives, each request still its own datagram) and
+``plain`` (``--no-gso`` on both: one datagram per ``recvmmsg``/``sendmmsg`` slot). The echo
+peer always receives and sends plain datagrams; its mode is the load driver's.
+
+Prints one table: requests sent, answered and valid per second, latency p50/p99/p99.9, lost
+requests, and the CPU time per request of the server and of the load driver (user + system,
+from /proc and getrusage: the figure that stays meaningful when other processes share the
+cores). A measurement, not a test: it asserts nothing. ``--json`` prints the raw reports.
 """
 
 from __future__ import annotations
@@ -66,8 +72,22 @@ def run_load(
 ) -> dict[str, Any]:
     """One load run; adds the CPU seconds the server and the load driver used per reply."""
     s0, l0 = cpu_seconds(server_pid), children_cpu()
-    cmd = [*pin(1), sys.executable, "-m", "ikeqcd", "load", "--target", f"127.0.0.1:{port}",
-           "--rate", rate, "--duration", str(duration), "--json", "--no-progress", *extra]
+    cmd = [
+        *pin(1),
+        sys.executable,
+        "-m",
+        "ikeqcd",
+        "load",
+        "--target",
+        f"127.0.0.1:{port}",
+        "--rate",
+        rate,
+        "--duration",
+        str(duration),
+        "--json",
+        "--no-progress",
+        *extra,
+    ]
     if secret is not None:
         cmd += ["--secret-file", str(secret)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -80,18 +100,21 @@ def run_load(
 
 def row(r: dict[str, Any]) -> str:
     return (
-        f"{r['peer']:<14} {r['asked']:>8} {r['sent_rate']:>11,.0f} {r['answered_rate']:>11,.0f} "
-        f"{r['valid_rate']:>11,.0f} {r['p50_us']:>9,.0f} {r['p99_us']:>9,.0f} "
+        f"{r['peer']:<14} {r['mode']:<6} {r['asked']:>8} {r['sent_rate']:>11,.0f} "
+        f"{r['answered_rate']:>11,.0f} {r['valid_rate']:>11,.0f} {r['p50_us']:>9,.0f} {r['p99_us']:>9,.0f} "
         f"{r['p999_us']:>9,.0f} {r['lost']:>9,} {r['server_cpu_us']:>8.2f} {r['load_cpu_us']:>8.2f}"
     )
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--duration", type=float, default=3.0, help="seconds per rate (default 3)")
     ap.add_argument("--rates", default="100000,200000,300000,400000,max")
     ap.add_argument("--nat-t", action="store_true", help="UDP/4500 framing")
     ap.add_argument("--no-echo", action="store_true", help="skip the Python echo peer")
+    ap.add_argument("--modes", default="gso,plain", help="gso, plain or both (default gso,plain)")
     ap.add_argument("--load-arg", action="append", default=[], help="extra option for ikeqcd load")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -101,36 +124,62 @@ def main() -> int:
         os.chmod(tmp, 0o700)
         secret = Path(tmp) / "qcd.secret"
         nat = ["--nat-t"] if args.nat_t else []
-        serve = [*pin(0), sys.executable, "-m", "ikeqcd", "serve", "--listen", "127.0.0.1:0",
-                 "--secret-file", str(secret), "--create", "--unlimited", "--quiet", *nat]
-        p, port = start(serve)
-        try:
-            for rate in rates:
-                r = run_load(port, rate, args.duration, secret, nat + args.load_arg, p.pid)
-                results.append({"peer": "ikeqcd serve", "asked": rate, **r})
-        finally:
-            served = stop(p)
+        modes = args.modes.split(",")
+        for mode in modes:
+            flag = ["--no-gso"] if mode == "plain" else []
+            serve = [
+                *pin(0),
+                sys.executable,
+                "-m",
+                "ikeqcd",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--secret-file",
+                str(secret),
+                "--create",
+                "--unlimited",
+                "--quiet",
+                *nat,
+                *flag,
+            ]
+            p, port = start(serve)
+            try:
+                for rate in rates:
+                    r = run_load(
+                        port, rate, args.duration, secret, nat + flag + args.load_arg, p.pid
+                    )
+                    results.append({"peer": "ikeqcd serve", "mode": mode, "asked": rate, **r})
+            finally:
+                stop(p)
         if not args.no_echo and not args.nat_t:
             echo = [*pin(0), sys.executable, str(HERE / "udp_peer.py"), "--listen", "127.0.0.1:0"]
             p, port = start(echo)
             try:
-                for rate in rates:
-                    r = run_load(port, rate, args.duration, None, args.load_arg, p.pid)
-                    results.append({"peer": "python echo", "asked": rate, **r})
+                for mode in modes:
+                    flag = ["--no-gso"] if mode == "plain" else []
+                    for rate in rates:
+                        r = run_load(port, rate, args.duration, None, flag + args.load_arg, p.pid)
+                        results.append({"peer": "python echo", "mode": mode, "asked": rate, **r})
             finally:
                 stop(p)
     if args.json:
         print(json.dumps(results, indent=1))
         return 0
-    print(f"loopback, {args.duration:g} s per rate, server on core 0, load on core 1, "
-          f"{os.cpu_count()} cores; valid = every token verified (serve) / n.a. (echo)")
-    print(f"{'peer':<14} {'asked':>8} {'sent/s':>11} {'answered/s':>11} {'valid/s':>11} "
-          f"{'p50 us':>9} {'p99 us':>9} {'p99.9 us':>9} {'lost':>9} {'srv CPU':>8} {'load CPU':>8}")
+    print(
+        f"loopback, {args.duration:g} s per rate, server on core 0, load on core 1, "
+        f"{os.cpu_count()} cores; valid = every token verified (serve) / n.a. (echo)"
+    )
+    print(
+        f"{'peer':<14} {'mode':<6} {'asked':>8} {'sent/s':>11} {'answered/s':>11} {'valid/s':>11} "
+        f"{'p50 us':>9} {'p99 us':>9} {'p99.9 us':>9} {'lost':>9} {'srv CPU':>8} {'load CPU':>8}"
+    )
     for r in results:
         print(row(r))
-    print("srv CPU = server CPU microseconds per answered request; load CPU = load driver CPU "
-          "microseconds per request sent (user + system, from /proc and getrusage)")
-    print(served.strip().splitlines()[-2] if served.strip() else "")
+    print(
+        "srv CPU = server CPU microseconds per answered request; load CPU = load driver CPU "
+        "microseconds per request sent (user + system, from /proc and getrusage)"
+    )
     return 0
 
 

@@ -18,7 +18,9 @@ import time
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--listen", default="127.0.0.1:10600", metavar="HOST:PORT")
     ap.add_argument("--duration", type=float, default=None, metavar="S")
     args = ap.parse_args()
@@ -50,7 +52,7 @@ def main() -> int:
                 data, src = recvfrom(65535)
                 sendto(data, src)
                 n += 1
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             pass
         except InterruptedError:
             pass

@@ -19,10 +19,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import ikeqcd
 import numpy as np
 import pytest
-
-import ikeqcd
 from ikeqcd import MakerPolicy, SaTable, SecretStore, TokenMaker, errors, wire
 from ikeqcd.cli import main
 from ikeqcd.net import LoadReport, Server, load, load_spis, prometheus_text, serve
@@ -114,7 +113,10 @@ def test_no_qcd_gives_bare_replies() -> None:
 
 def test_per_source_limit_caps_full_replies() -> None:
     policy = MakerPolicy(
-        per_source_rate=0.0, per_source_burst=150, global_rate=math.inf, global_burst=math.inf,
+        per_source_rate=0.0,
+        per_source_burst=150,
+        global_rate=math.inf,
+        global_burst=math.inf,
         bare_rate=math.inf,
     )
     with running(policy=policy) as srv:
@@ -149,7 +151,10 @@ def test_live_sa_is_never_answered_with_a_token() -> None:
     assert r.valid + r.lost == r.sent and r.valid > 0
     assert s.reasons["LIVE_SA"] == r.lost > 0.3 * r.sent
     # a lone request for a live pair, by hand: no reply at all
-    with running(policy=OPEN, live=table) as srv, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+    with (
+        running(policy=OPEN, live=table) as srv,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c,
+    ):
         c.settimeout(0.2)
         c.sendto(wire.build_request(int(a[0]), int(b[0]), sk_body=bytes(16)), srv.address)
         with pytest.raises(TimeoutError):
@@ -163,7 +168,9 @@ def test_malformed_datagrams_are_counted_never_fatal() -> None:
     rng = np.random.default_rng(1)
     good = wire.build_request(5, 6, sk_body=bytes(8))
     junk = [b"", b"\xff", bytes(27), good[:39], good + b"x", bytes(9000)]
-    junk += [rng.integers(0, 256, int(n), dtype=np.uint8).tobytes() for n in rng.integers(0, 300, 200)]
+    junk += [
+        rng.integers(0, 256, int(n), dtype=np.uint8).tobytes() for n in rng.integers(0, 300, 200)
+    ]
     with running(policy=OPEN) as srv, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
         for d in junk:
             c.sendto(d, srv.address)
@@ -237,7 +244,9 @@ def test_prometheus_exposition() -> None:
     assert done.wait(5)
     srv = seen["server"]
     assert isinstance(srv, Server)
-    host, port = seen["metrics"]  # type: ignore[misc]
+    metrics = seen["metrics"]
+    assert isinstance(metrics, tuple)
+    host, port = metrics
     r = load(srv.address, rate=5000, duration=0.1, maker=MAKER)
     text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5).read().decode()
     srv.stop()
@@ -292,15 +301,39 @@ def cli(*args: str) -> subprocess.Popen[str]:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_cli_serve_stops_cleanly_on_signal(secret_file: Path, sig: int, capsys: pytest.CaptureFixture[str]) -> None:
-    p = cli("serve", "--listen", "127.0.0.1:0", "--secret-file", str(secret_file), "--create", "--unlimited")
+def test_cli_serve_stops_cleanly_on_signal(
+    secret_file: Path, sig: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = cli(
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--secret-file",
+        str(secret_file),
+        "--create",
+        "--unlimited",
+    )
     try:
         assert p.stdout is not None
         first = p.stdout.readline()
         assert first.startswith("ikeqcd serve: listening on 127.0.0.1:"), first
         port = int(first.split("127.0.0.1:")[1].split()[0])
-        rc = main(["load", "--target", f"127.0.0.1:{port}", "--rate", "10000", "--duration", "0.2",
-                   "--secret-file", str(secret_file), "--json", "--min-valid", "1"])
+        rc = main(
+            [
+                "load",
+                "--target",
+                f"127.0.0.1:{port}",
+                "--rate",
+                "10000",
+                "--duration",
+                "0.2",
+                "--secret-file",
+                str(secret_file),
+                "--json",
+                "--min-valid",
+                "1",
+            ]
+        )
         report = json.loads(capsys.readouterr().out)
         assert rc == 0 and report["valid"] == report["sent"] > 0
         p.send_signal(sig)
@@ -312,14 +345,41 @@ def test_cli_serve_stops_cleanly_on_signal(secret_file: Path, sig: int, capsys: 
     assert f"{report['sent']} datagrams in" in out
 
 
-def test_cli_serve_json_duration_and_load_text(secret_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    p = cli("serve", "--listen", "127.0.0.1:0", "--secret-file", str(secret_file), "--create",
-            "--nat-t", "--no-qcd", "--bare-rate", "inf", "--duration", "1.5", "--json")
+def test_cli_serve_json_duration_and_load_text(
+    secret_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = cli(
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--secret-file",
+        str(secret_file),
+        "--create",
+        "--nat-t",
+        "--no-qcd",
+        "--bare-rate",
+        "inf",
+        "--duration",
+        "1.5",
+        "--json",
+    )
     try:
         assert p.stdout is not None
         port = int(p.stdout.readline().split("127.0.0.1:")[1].split()[0])
-        rc = main(["load", "--target", f"127.0.0.1:{port}", "--nat-t", "--rate", "5000",
-                   "--duration", "0.1", "--min-valid", "0.5"])
+        rc = main(
+            [
+                "load",
+                "--target",
+                f"127.0.0.1:{port}",
+                "--nat-t",
+                "--rate",
+                "5000",
+                "--duration",
+                "0.1",
+                "--min-valid",
+                "0.5",
+            ]
+        )
         text = capsys.readouterr()
         out, _ = p.communicate(timeout=10)
     finally:
@@ -348,8 +408,20 @@ def test_cli_help_has_examples(cmd: str, capsys: pytest.CaptureFixture[str]) -> 
         main([cmd, "--help"])
     out = capsys.readouterr().out
     assert "examples:" in out and f"ikeqcd {cmd}" in out
-    for opt in (["--listen", "--nat-t", "--secret-file", "--prometheus", "--no-qcd",
-                 "--per-source-rate", "--per-source-burst", "--global-rate", "--fallback",
-                 "--token-window"] if cmd == "serve" else
-                ["--target", "--rate", "--duration", "--sas", "--secret-file", "--json"]):
+    for opt in (
+        [
+            "--listen",
+            "--nat-t",
+            "--secret-file",
+            "--prometheus",
+            "--no-qcd",
+            "--per-source-rate",
+            "--per-source-burst",
+            "--global-rate",
+            "--fallback",
+            "--token-window",
+        ]
+        if cmd == "serve"
+        else ["--target", "--rate", "--duration", "--sas", "--secret-file", "--json"]
+    ):
         assert opt in out

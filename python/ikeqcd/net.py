@@ -43,8 +43,8 @@ from ikeqcd.policy import MakerPolicy
 from ikeqcd.secret import SecretStore
 
 __all__ = [
-    "DEFAULT_PORT",
     "DEFAULT_NAT_T_PORT",
+    "DEFAULT_PORT",
     "LoadReport",
     "ServeStats",
     "Server",
@@ -61,6 +61,7 @@ DEFAULT_PORT = 10500
 DEFAULT_NAT_T_PORT = 14500
 """Default UDP port with ``nat_t``: a stand-in for 4500."""
 
+_DEFAULT_POLICY = MakerPolicy()  # frozen: safe to share as a default
 _SLICE = 0.2  # seconds per native slice: how quickly signals and stop() are noticed
 _REASONS = tuple(r.name for r in Reason)
 
@@ -88,8 +89,7 @@ def _maker_of(maker_or_store: TokenMaker | SecretStore) -> TokenMaker:
             maker_or_store.load()
         return maker_or_store.maker()
     raise InvalidArgument(
-        "give an ikeqcd.TokenMaker or an ikeqcd.SecretStore, "
-        f"got {type(maker_or_store).__name__}"
+        f"give an ikeqcd.TokenMaker or an ikeqcd.SecretStore, got {type(maker_or_store).__name__}"
     )
 
 
@@ -147,10 +147,7 @@ class ServeStats:
     @property
     def bare(self) -> int:
         """Bare INVALID_IKE_SPI replies sent (switched off, rate-limited, outside window)."""
-        return sum(
-            self.reasons[r]
-            for r in ("DISABLED", "RATE_LIMITED_BARE", "OUTSIDE_WINDOW")
-        )
+        return sum(self.reasons[r] for r in ("DISABLED", "RATE_LIMITED_BARE", "OUTSIDE_WINDOW"))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -167,10 +164,12 @@ class ServeStats:
         """Human-readable lines."""
         rate = self.datagrams_in / self.elapsed if self.elapsed > 0 else 0.0
         lines = [
-            f"served {self.elapsed:.1f} s on {_address(self.address, False, 'address')}: "
-            f"{self.datagrams_in} datagrams in ({rate:,.0f}/s), {self.datagrams_out} replies "
-            f"out ({self.replied} with tokens, {self.bare} bare), "
-            f"{self.send_errors} send errors",
+            (
+                f"served {self.elapsed:.1f} s on {_address(self.address, False, 'address')}: "
+                f"{self.datagrams_in} datagrams in ({rate:,.0f}/s), {self.datagrams_out} "
+                f"replies out ({self.replied} with tokens, {self.bare} bare), "
+                f"{self.send_errors} send errors"
+            ),
         ]
         nonzero = [f"{name}={n}" for name, n in self.reasons.items() if n]
         lines.append("  by reason: " + (" ".join(nonzero) if nonzero else "(nothing received)"))
@@ -178,11 +177,11 @@ class ServeStats:
 
     def line(self) -> str:
         """One short progress line."""
+        dropped, live = self.reasons["RATE_LIMITED_DROP"], self.reasons["LIVE_SA"]
+        other = self.datagrams_in - self.replied - self.bare - dropped - live
         return (
             f"{self.elapsed:7.1f} s  in {self.datagrams_in}  tokens {self.replied}  "
-            f"bare {self.bare}  dropped {self.reasons['RATE_LIMITED_DROP']}  "
-            f"live {self.reasons['LIVE_SA']}  other "
-            f"{self.datagrams_in - self.replied - self.bare - self.reasons['RATE_LIMITED_DROP'] - self.reasons['LIVE_SA']}"
+            f"bare {self.bare}  dropped {dropped}  live {live}  other {other}"
         )
 
 
@@ -222,7 +221,7 @@ class Server:
         maker_or_store: TokenMaker | SecretStore | None = None,
         *,
         nat_t: bool = False,
-        policy: MakerPolicy | None = MakerPolicy(),
+        policy: MakerPolicy | None = _DEFAULT_POLICY,
         live: SaTable | None = None,
         clock: Callable[[], float] = time.monotonic,
         gso: bool = True,
@@ -230,7 +229,9 @@ class Server:
         if maker_or_store is None:
             raise InvalidArgument("Server needs a TokenMaker or a SecretStore")
         if policy is not None and not isinstance(policy, MakerPolicy):
-            raise InvalidArgument(f"policy must be a MakerPolicy or None, got {type(policy).__name__}")
+            raise InvalidArgument(
+                f"policy must be a MakerPolicy or None, got {type(policy).__name__}"
+            )
         if live is not None and not isinstance(live, SaTable):
             raise InvalidArgument(
                 "live must be an ikeqcd.SaTable (the server reads it natively, per batch), "
@@ -242,8 +243,12 @@ class Server:
         self._nat_t = bool(nat_t)
         gate = None if policy is None else _gate_of(policy, clock())
         self._core = _core._UdpServer(
-            _address(listen, self._nat_t, "listen"), self._maker, nat_t=self._nat_t,
-            gso=bool(gso), gate=gate, live=live,
+            _address(listen, self._nat_t, "listen"),
+            self._maker,
+            nat_t=self._nat_t,
+            gso=bool(gso),
+            gate=gate,
+            live=live,
         )
         self._served = 0.0
 
@@ -308,7 +313,9 @@ class Server:
             on_stats: called with the counters between slices (from this thread).
         """
         if duration is not None and not (duration >= 0 and math.isfinite(duration)):
-            raise InvalidArgument(f"duration must be a finite number of seconds >= 0, got {duration!r}")
+            raise InvalidArgument(
+                f"duration must be a finite number of seconds >= 0, got {duration!r}"
+            )
         if stats_interval is not None and not stats_interval > 0:
             raise InvalidArgument(f"stats_interval must be > 0 seconds, got {stats_interval!r}")
         start = time.monotonic()
@@ -371,13 +378,15 @@ def prometheus_text(stats: ServeStats) -> str:
 
 
 @contextmanager
-def _prometheus(port: int | None, stats: Callable[[], ServeStats]) -> Iterator[tuple[str, int] | None]:
+def _prometheus(
+    port: int | None, stats: Callable[[], ServeStats]
+) -> Iterator[tuple[str, int] | None]:
     if port is None:
         yield None
         return
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             if self.path.split("?")[0] not in ("/metrics", "/"):
                 self.send_error(404, "only /metrics here")
                 return
@@ -388,7 +397,7 @@ def _prometheus(port: int | None, stats: Callable[[], ServeStats]) -> Iterator[t
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     try:
@@ -432,7 +441,7 @@ def serve(
     maker_or_store: TokenMaker | SecretStore,
     *,
     nat_t: bool = False,
-    policy: MakerPolicy | None = MakerPolicy(),
+    policy: MakerPolicy | None = _DEFAULT_POLICY,
     live: SaTable | None = None,
     duration: float | None = None,
     stats_interval: float | None = 1.0,
@@ -570,14 +579,19 @@ class LoadReport:
         """Human-readable lines."""
         asked = "max" if self.rate == 0 else f"{self.rate:,.0f}/s"
         what = "verified" if self.verified else "well-formed (no secret: tokens not verified)"
+        cut = "  (interrupted)" if self.interrupted else ""
         lines = [
-            f"load {_address(self.target, False, 'target')}: {self.elapsed:.2f} s at {asked}, "
-            f"{self.sas} SAs" + ("  (interrupted)" if self.interrupted else ""),
+            (
+                f"load {_address(self.target, False, 'target')}: {self.elapsed:.2f} s at "
+                f"{asked}, {self.sas} SAs{cut}"
+            ),
             f"  sent      {self.sent:>12,}  {self.sent_rate:>12,.0f}/s",
             f"  answered  {self.answered:>12,}  {self.answered_rate:>12,.0f}/s",
             f"  valid     {self.valid:>12,}  {self.valid_rate:>12,.0f}/s  {what}",
-            f"  latency   p50 {self.p50_us:,.1f} us  p99 {self.p99_us:,.1f} us  "
-            f"p99.9 {self.p999_us:,.1f} us  max {self.max_us:,.1f} us",
+            (
+                f"  latency   p50 {self.p50_us:,.1f} us  p99 {self.p99_us:,.1f} us  "
+                f"p99.9 {self.p999_us:,.1f} us  max {self.max_us:,.1f} us"
+            ),
         ]
         extra = {
             "bare": self.bare,
@@ -606,10 +620,23 @@ def _report(
     interrupted: bool = False,
 ) -> LoadReport:
     r = driver.report()
-    ints = {k: int(r[k]) for k in (
-        "sent", "send_errors", "answered", "valid", "bare", "bad_token", "mismatched",
-        "malformed", "unmatched", "late", "lost", "recv_errors",
-    )}
+    ints = {
+        k: int(r[k])
+        for k in (
+            "sent",
+            "send_errors",
+            "answered",
+            "valid",
+            "bare",
+            "bad_token",
+            "mismatched",
+            "malformed",
+            "unmatched",
+            "late",
+            "lost",
+            "recv_errors",
+        )
+    }
     return LoadReport(
         target=driver.target,
         rate=rate,
@@ -682,11 +709,15 @@ def load(
     if not (duration >= 0 and math.isfinite(duration)):
         raise InvalidArgument(f"duration must be a finite number of seconds >= 0, got {duration!r}")
     if math.isnan(rate) or rate < 0:
-        raise InvalidArgument(f"rate must be >= 0 requests per second (0 = as fast as possible), got {rate!r}")
+        raise InvalidArgument(
+            f"rate must be >= 0 requests per second (0 = as fast as possible), got {rate!r}"
+        )
     if isinstance(maker, SecretStore):
         maker = _maker_of(maker)
     elif maker is not None and not isinstance(maker, TokenMaker):
-        raise InvalidArgument(f"maker must be a TokenMaker, a SecretStore or None, got {type(maker).__name__}")
+        raise InvalidArgument(
+            f"maker must be a TokenMaker, a SecretStore or None, got {type(maker).__name__}"
+        )
     paced = 0 < rate < math.inf
     if window is None:
         window = 1 << 18 if paced else 512
@@ -706,7 +737,11 @@ def load(
 
     def report(interrupted: bool = False) -> LoadReport:
         return _report(
-            driver, rate=rate_asked, duration=duration, sas=sas, verified=maker is not None,
+            driver,
+            rate=rate_asked,
+            duration=duration,
+            sas=sas,
+            verified=maker is not None,
             interrupted=interrupted,
         )
 
@@ -753,7 +788,7 @@ examples:
 """
 
 
-def _positive(kind: type[float] | type[int]) -> Callable[[str], Any]:
+def _positive(kind: type[float | int]) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         try:
             v = kind(text)
@@ -793,44 +828,100 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         epilog=_EXAMPLES_SERVE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--listen", metavar="HOST:PORT",
-                   help=f"address to bind (default 127.0.0.1:{DEFAULT_PORT}, "
-                        f"127.0.0.1:{DEFAULT_NAT_T_PORT} with --nat-t; port 0 picks one)")
-    p.add_argument("--nat-t", action="store_true",
-                   help="UDP/4500 framing: requests and replies carry the non-ESP marker")
+    p.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help=f"address to bind (default 127.0.0.1:{DEFAULT_PORT}, "
+        f"127.0.0.1:{DEFAULT_NAT_T_PORT} with --nat-t; port 0 picks one)",
+    )
+    p.add_argument(
+        "--nat-t",
+        action="store_true",
+        help="UDP/4500 framing: requests and replies carry the non-ESP marker",
+    )
     p.add_argument("--secret-file", required=True, metavar="FILE", help="the QCD secret file")
-    p.add_argument("--create", action="store_true",
-                   help="create the secret file if it does not exist")
-    p.add_argument("--duration", type=_positive(float), metavar="S",
-                   help="stop after S seconds (default: run until SIGINT/SIGTERM)")
-    p.add_argument("--stats-interval", type=_positive(float), default=1.0, metavar="S",
-                   help="seconds between progress lines on stderr (default 1; 0 = none)")
-    p.add_argument("--prometheus", type=int, metavar="PORT",
-                   help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics")
+    p.add_argument(
+        "--create", action="store_true", help="create the secret file if it does not exist"
+    )
+    p.add_argument(
+        "--duration",
+        type=_positive(float),
+        metavar="S",
+        help="stop after S seconds (default: run until SIGINT/SIGTERM)",
+    )
+    p.add_argument(
+        "--stats-interval",
+        type=_positive(float),
+        default=1.0,
+        metavar="S",
+        help="seconds between progress lines on stderr (default 1; 0 = none)",
+    )
+    p.add_argument(
+        "--prometheus",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics",
+    )
     p.add_argument("--json", action="store_true", help="print the final counters as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.add_argument("--no-gso", action="store_true",
-                   help="plain datagrams only: no UDP GRO receives or GSO sends")
+    p.add_argument(
+        "--no-gso",
+        action="store_true",
+        help="plain datagrams only: no UDP GRO receives or GSO sends",
+    )
     g = p.add_argument_group("reply policy (MakerPolicy; defaults are the library's)")
     d = MakerPolicy()
-    g.add_argument("--no-qcd", action="store_true",
-                   help="QCD switched off: plain RFC 7296, bare INVALID_IKE_SPI (rate-limited)")
-    g.add_argument("--unlimited", action="store_true",
-                   help="no per-source or global reply limits (closed test beds and load tests)")
-    g.add_argument("--per-source-rate", type=_limit_arg, metavar="R",
-                   help=f"token replies per second to one source (default {d.per_source_rate:g})")
-    g.add_argument("--per-source-burst", type=_limit_arg, metavar="N",
-                   help=f"bucket size for one source (default {d.per_source_burst:g})")
-    g.add_argument("--global-rate", type=_limit_arg, metavar="R",
-                   help=f"token replies per second in total (default {d.global_rate:g})")
-    g.add_argument("--global-burst", type=_limit_arg, metavar="N",
-                   help=f"bucket size for the total (default {d.global_burst:g})")
-    g.add_argument("--fallback", choices=("bare", "silence"),
-                   help=f"what a limited request gets (default {d.flood_fallback})")
-    g.add_argument("--bare-rate", type=_limit_arg, metavar="R",
-                   help=f"bare INVALID_IKE_SPI replies per second in total (default {d.bare_rate:g})")
-    g.add_argument("--token-window", type=_positive(float), metavar="S",
-                   help="send tokens only during the first S seconds after start (default: always)")
+    g.add_argument(
+        "--no-qcd",
+        action="store_true",
+        help="QCD switched off: plain RFC 7296, bare INVALID_IKE_SPI (rate-limited)",
+    )
+    g.add_argument(
+        "--unlimited",
+        action="store_true",
+        help="no per-source or global reply limits (closed test beds and load tests)",
+    )
+    g.add_argument(
+        "--per-source-rate",
+        type=_limit_arg,
+        metavar="R",
+        help=f"token replies per second to one source (default {d.per_source_rate:g})",
+    )
+    g.add_argument(
+        "--per-source-burst",
+        type=_limit_arg,
+        metavar="N",
+        help=f"bucket size for one source (default {d.per_source_burst:g})",
+    )
+    g.add_argument(
+        "--global-rate",
+        type=_limit_arg,
+        metavar="R",
+        help=f"token replies per second in total (default {d.global_rate:g})",
+    )
+    g.add_argument(
+        "--global-burst",
+        type=_limit_arg,
+        metavar="N",
+        help=f"bucket size for the total (default {d.global_burst:g})",
+    )
+    g.add_argument(
+        "--fallback",
+        choices=("bare", "silence"),
+        help=f"what a limited request gets (default {d.flood_fallback})",
+    )
+    g.add_argument(
+        "--bare-rate",
+        type=_limit_arg,
+        metavar="R",
+        help=f"bare INVALID_IKE_SPI replies per second in total (default {d.bare_rate:g})",
+    )
+    g.add_argument(
+        "--token-window",
+        type=_positive(float),
+        metavar="S",
+        help="send tokens only during the first S seconds after start (default: always)",
+    )
     p.set_defaults(handler=_cmd_serve)
 
 
@@ -921,29 +1012,71 @@ def add_load_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         epilog=_EXAMPLES_LOAD,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--target", metavar="HOST:PORT",
-                   help=f"the gateway (default 127.0.0.1:{DEFAULT_PORT}, "
-                        f"127.0.0.1:{DEFAULT_NAT_T_PORT} with --nat-t)")
-    p.add_argument("--rate", type=_rate_arg, required=True, metavar="R",
-                   help="requests per second, or 'max' (as fast as --window allows)")
-    p.add_argument("--duration", type=_positive(float), default=5.0, metavar="S",
-                   help="seconds of sending (default 5)")
-    p.add_argument("--sas", type=int, default=1000, metavar="N",
-                   help="number of random SPI pairs (default 1000)")
-    p.add_argument("--secret-file", metavar="FILE",
-                   help="the server's secret file: verify every token (default: form only)")
+    p.add_argument(
+        "--target",
+        metavar="HOST:PORT",
+        help=f"the gateway (default 127.0.0.1:{DEFAULT_PORT}, "
+        f"127.0.0.1:{DEFAULT_NAT_T_PORT} with --nat-t)",
+    )
+    p.add_argument(
+        "--rate",
+        type=_rate_arg,
+        required=True,
+        metavar="R",
+        help="requests per second, or 'max' (as fast as --window allows)",
+    )
+    p.add_argument(
+        "--duration",
+        type=_positive(float),
+        default=5.0,
+        metavar="S",
+        help="seconds of sending (default 5)",
+    )
+    p.add_argument(
+        "--sas",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="number of random SPI pairs (default 1000)",
+    )
+    p.add_argument(
+        "--secret-file",
+        metavar="FILE",
+        help="the server's secret file: verify every token (default: form only)",
+    )
     p.add_argument("--nat-t", action="store_true", help="send with the non-ESP marker (UDP/4500)")
     p.add_argument("--seed", type=int, default=0, help="seed of SPIs and bodies (default 0)")
-    p.add_argument("--window", type=int, metavar="N",
-                   help="most requests in flight (default: unlimited when paced, 512 at max)")
-    p.add_argument("--timeout", type=float, default=1.0, metavar="S",
-                   help="a request unanswered after S seconds is lost (default 1)")
-    p.add_argument("--body-len", type=int, default=32, metavar="N",
-                   help="octets of random SK body per request (default 32)")
-    p.add_argument("--no-gso", action="store_true",
-                   help="one datagram per send/receive slot: no UDP GSO sends or GRO receives")
-    p.add_argument("--min-valid", type=float, metavar="FRACTION",
-                   help="exit 1 unless valid >= FRACTION * sent (e.g. 0.999)")
+    p.add_argument(
+        "--window",
+        type=int,
+        metavar="N",
+        help="most requests in flight (default: unlimited when paced, 512 at max)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="a request unanswered after S seconds is lost (default 1)",
+    )
+    p.add_argument(
+        "--body-len",
+        type=int,
+        default=32,
+        metavar="N",
+        help="octets of random SK body per request (default 32)",
+    )
+    p.add_argument(
+        "--no-gso",
+        action="store_true",
+        help="one datagram per send/receive slot: no UDP GSO sends or GRO receives",
+    )
+    p.add_argument(
+        "--min-valid",
+        type=float,
+        metavar="FRACTION",
+        help="exit 1 unless valid >= FRACTION * sent (e.g. 0.999)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", action="store_true", help="progress bar even if not a TTY")
