@@ -290,6 +290,8 @@ def test_bad_arguments() -> None:
         load("127.0.0.1:1", rate=1, duration=1, sas=0)
     with pytest.raises(errors.InvalidArgument):
         load("127.0.0.1:1", rate=1, duration=1, timeout=0)
+    with pytest.raises(errors.InvalidArgument):
+        serve("127.0.0.1:0", MAKER, prometheus_port=70000, duration=0)
     srv = Server("127.0.0.1:0", MAKER)
     with pytest.raises(errors.NetworkError) as e:
         Server(srv.address, MAKER)

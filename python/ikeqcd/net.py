@@ -384,6 +384,8 @@ def _prometheus(
     if port is None:
         yield None
         return
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise InvalidArgument(f"prometheus_port must be an int in 0..65535, got {port!r}")
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -770,7 +772,7 @@ def load(
 _EXAMPLES_SERVE = """\
 examples:
   # a rebooted gateway on 127.0.0.1:10500, no limits (load tests only), Ctrl-C stops it
-  ikeqcd serve --secret-file /tmp/qcd.secret --create --unlimited
+  ikeqcd serve --secret-file qcd.secret --create --unlimited
   # UDP/4500 framing on a chosen port, default policy, Prometheus on :9500/metrics
   ikeqcd serve --listen 127.0.0.1:4500 --nat-t --secret-file qcd.secret --prometheus 9500
   # QCD switched off (plain RFC 7296: bare INVALID_IKE_SPI), stop after 10 s, JSON counters
@@ -780,7 +782,7 @@ examples:
 _EXAMPLES_LOAD = """\
 examples:
   # 300 000 requests/s for 5 s, every token verified with the server's secret
-  ikeqcd load --rate 300000 --duration 5 --secret-file /tmp/qcd.secret
+  ikeqcd load --rate 300000 --duration 5 --secret-file qcd.secret
   # as fast as 512 requests in flight allow, over UDP/4500 framing, JSON report
   ikeqcd load --target 127.0.0.1:4500 --nat-t --rate max --duration 3 --json
   # fail (exit 1) unless at least 99.9 % of the requests got a valid reply
@@ -799,6 +801,16 @@ def _positive(kind: type[float | int]) -> Callable[[str], Any]:
         return v
 
     return parse
+
+
+def _port_arg(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535, got {v}")
+    return v
 
 
 def _rate_arg(text: str) -> float:
@@ -820,10 +832,12 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "serve",
         help="a rebooted gateway: answer protected requests for unknown SAs with QCD tokens",
         description=(
-            "Listen on a UDP socket and answer every protected IKE request for an unknown SA "
-            "as a rebooted gateway would (RFC 6290): N(INVALID_IKE_SPI) + N(QCD_TOKEN) within "
-            "the policy's limits, a bare INVALID_IKE_SPI or silence beyond them. Counts every "
-            "datagram by reason; SIGINT/SIGTERM stop it and print the counters."
+            "Listen on a UDP socket and answer every protected IKE request for an unknown SA\n"
+            "as a rebooted gateway would (RFC 6290): N(INVALID_IKE_SPI) + N(QCD_TOKEN) within\n"
+            "the policy's limits, a bare INVALID_IKE_SPI or silence beyond them; never for an\n"
+            "IKE_SA_INIT, a response or an unprotected request. Counts every datagram by\n"
+            "reason; SIGINT/SIGTERM stop it cleanly and print the counters. The secret file\n"
+            "must sit in a directory only its owner can write (chmod 700)."
         ),
         epilog=_EXAMPLES_SERVE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -858,7 +872,7 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     p.add_argument(
         "--prometheus",
-        type=int,
+        type=_port_arg,
         metavar="PORT",
         help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics",
     )
@@ -1005,9 +1019,11 @@ def add_load_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "load",
         help="UDP load driver: protected-looking requests for random SAs, every reply checked",
         description=(
-            "Send protected-looking IKE requests (HDR, SK{random}) for random SPI pairs to a "
-            "gateway at a paced rate, check every reply with the codec (and every token with "
-            "--secret-file), and report sent, answered, valid, rates and latency percentiles."
+            "Send protected-looking IKE requests (HDR, SK{random}, INFORMATIONAL, Message ID =\n"
+            "sequence number) for random SPI pairs to a gateway at a paced rate, check every\n"
+            "reply with the codec (and every token, in constant time, with --secret-file), and\n"
+            "report sent, answered, valid, rates and round-trip percentiles. Ctrl-C stops\n"
+            "sending, waits for the replies in flight and reports (exit 130)."
         ),
         epilog=_EXAMPLES_LOAD,
         formatter_class=argparse.RawDescriptionHelpFormatter,
