@@ -463,6 +463,8 @@ pub struct LoadConfig {
     /// Send each batch of requests as one segmented send (`UDP_SEGMENT`) and receive replies
     /// coalesced (`UDP_GRO`), where the kernel has them. Each request is still a datagram.
     pub gso: bool,
+    /// Receive and check replies on a second thread instead of between sends.
+    pub recv_thread: bool,
 }
 
 impl Default for LoadConfig {
@@ -476,6 +478,7 @@ impl Default for LoadConfig {
             window: RING,
             timeout: 1.0,
             gso: false,
+            recv_thread: false,
         }
     }
 }
@@ -485,6 +488,9 @@ pub const RING: usize = 1 << 18;
 
 /// Most requests the load driver sends per system call with GSO (64 without).
 pub const SEND_MAX: usize = 4 * BATCH;
+
+/// Largest random SK body of a load request.
+pub const MAX_BODY: usize = 1200;
 
 /// What the load driver counted. Every reply that parses and whose Message ID is in flight
 /// is `answered`; `valid`, `bare`, `mismatched` and `bad_token` split the answered ones.
@@ -635,24 +641,137 @@ impl Tracker {
     }
 }
 
-/// Sends protected-looking requests (`HDR, SK{random}`, INFORMATIONAL, Message ID = sequence
-/// number) for random SPI pairs to one target at a paced rate, and checks every reply with
-/// the codec and, when it has the secret, [`TokenMaker::verify`]. Single-threaded: sending
-/// and receiving are interleaved on one connected socket.
-pub struct LoadDriver {
-    sock: UdpSocket,
-    target: SocketAddr,
-    cfg: LoadConfig,
-    gso: bool,
+/// The sending half of [`LoadDriver`].
+struct SendSide {
     rng: u64,
-    t0: Option<Instant>,
+    gso: bool,
     first_send: Option<u64>,
     last_send: u64,
     body: Vec<u8>,
     tx: Vec<u8>,
     segs: Vec<sys::Seg>,
+}
+
+impl SendSide {
+    /// Build and send `n` requests stamped `now`; returns how many the kernel took.
+    fn send_batch(
+        &mut self,
+        sock: &UdpSocket,
+        nat_t: bool,
+        track: &Mutex<Tracker>,
+        n: usize,
+        now: u64,
+    ) -> usize {
+        self.tx.clear();
+        self.segs.clear();
+        let mut t = track.lock().unwrap_or_else(PoisonError::into_inner);
+        for _ in 0..n {
+            let sa = (splitmix(&mut self.rng) % t.spis.len() as u64) as usize;
+            for chunk in self.body.chunks_mut(8) {
+                let r = splitmix(&mut self.rng).to_le_bytes();
+                chunk.copy_from_slice(&r[..chunk.len()]);
+            }
+            let (a, b) = t.spis[sa];
+            let k = self.segs.len();
+            let mid = (t.next + k as u64) as u32;
+            let opts = RequestOptions {
+                message_id: mid,
+                nat_t,
+                ..RequestOptions::default()
+            };
+            // Cannot fail: body_len was checked against the SK payload limit.
+            let Ok(req) = wire::build_request(a, b, &self.body, &opts) else {
+                continue;
+            };
+            let at = self.tx.len();
+            self.tx.extend_from_slice(&req);
+            self.segs.push(sys::Seg {
+                start: at,
+                end: self.tx.len(),
+                to: k,
+            });
+            t.ring[mid as usize % RING] = Flight {
+                mid,
+                sa: sa as u32,
+                sent_ns: now,
+                state: WAITING,
+            };
+        }
+        let n = self.segs.len();
+        let first = t.next;
+        t.next += n as u64;
+        // The lock is not held across the send: a receiving thread may check replies
+        // meanwhile (a reply cannot come before its request is recorded above).
+        drop(t);
+        let r = sys::send(sock, &self.tx, &self.segs, None, &mut self.gso);
+        let mut t = track.lock().unwrap_or_else(PoisonError::into_inner);
+        // Requests the kernel refused are settled at once (never in flight); on a connected
+        // socket they are the tail of the batch.
+        for s in &self.segs[r.sent..] {
+            let mid = (first + s.to as u64) as u32;
+            t.ring[mid as usize % RING].state = EXPIRED;
+        }
+        t.counts.sent += r.sent as u64;
+        t.counts.send_errors += (n - r.sent) as u64;
+        self.first_send.get_or_insert(now);
+        self.last_send = now;
+        r.sent
+    }
+}
+
+/// Receive what is pending (or, with `wait`, block up to the read timeout for the first
+/// message) and check every datagram; returns how many.
+fn receive(
+    sock: &UdpSocket,
+    rx: &mut sys::RecvSlots,
+    track: &Mutex<Tracker>,
+    t0: Instant,
+    wait: bool,
+) -> usize {
+    let mut total = 0;
+    let mut wait = wait;
+    loop {
+        let n = sys::recv(sock, rx, BATCH, wait);
+        wait = false;
+        let mut t = track.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = match n {
+            Ok(n) => n,
+            Err(_) => {
+                // ICMP errors of earlier sends surface here on a connected socket.
+                t.counts.recv_errors += 1;
+                0
+            }
+        };
+        if n == 0 {
+            return total;
+        }
+        let now = t0.elapsed().as_nanos() as u64;
+        for k in 0..n {
+            let truncated = rx.truncated(k);
+            for d in rx.segments(k) {
+                t.check(d, truncated, now);
+                total += 1;
+            }
+        }
+        if n < BATCH {
+            return total;
+        }
+    }
+}
+
+/// Sends protected-looking requests (`HDR, SK{random}`, INFORMATIONAL, Message ID = sequence
+/// number) for random SPI pairs to one target at a paced rate, and checks every reply with
+/// the codec and, when it has the secret, [`TokenMaker::verify`]. Sending and receiving are
+/// interleaved on one connected socket in one thread, or (`recv_thread`) the replies are
+/// received and checked on a second thread.
+pub struct LoadDriver {
+    sock: UdpSocket,
+    target: SocketAddr,
+    cfg: LoadConfig,
+    t0: Option<Instant>,
+    send: SendSide,
     rx: Box<sys::RecvSlots>,
-    track: Tracker,
+    track: Mutex<Tracker>,
 }
 
 impl std::fmt::Debug for LoadDriver {
@@ -660,8 +779,8 @@ impl std::fmt::Debug for LoadDriver {
         f.debug_struct("LoadDriver")
             .field("target", &self.target)
             .field("cfg", &self.cfg)
-            .field("gso", &self.gso)
-            .field("counts", &self.track.counts)
+            .field("gso", &self.send.gso)
+            .field("counts", &self.counts())
             .finish_non_exhaustive()
     }
 }
@@ -700,10 +819,9 @@ impl LoadDriver {
                 cfg.timeout
             )));
         }
-        let body_max = 1200;
-        if cfg.body_len > body_max {
+        if cfg.body_len > MAX_BODY {
             return Err(CoreError::InvalidArgument(format!(
-                "body_len must be 0..={body_max} octets, got {}",
+                "body_len must be 0..={MAX_BODY} octets, got {}",
                 cfg.body_len
             )));
         }
@@ -724,16 +842,18 @@ impl LoadDriver {
         Ok(LoadDriver {
             sock,
             target,
-            rng: cfg.seed ^ 0x005e_ed0f_b0d1,
-            gso,
             t0: None,
-            first_send: None,
-            last_send: 0,
-            body: vec![0; cfg.body_len],
-            tx: Vec::with_capacity(SEND_MAX * (cfg.body_len + 64)),
-            segs: Vec::with_capacity(SEND_MAX),
+            send: SendSide {
+                rng: cfg.seed ^ 0x005e_ed0f_b0d1,
+                gso,
+                first_send: None,
+                last_send: 0,
+                body: vec![0; cfg.body_len],
+                tx: Vec::with_capacity(SEND_MAX * (cfg.body_len + 64)),
+                segs: Vec::with_capacity(SEND_MAX),
+            },
             rx: sys::RecvSlots::new(),
-            track: Tracker {
+            track: Mutex::new(Tracker {
                 nat_t: cfg.nat_t,
                 maker,
                 spis: load_spis(cfg.sas, cfg.seed),
@@ -742,9 +862,13 @@ impl LoadDriver {
                 tail: 0,
                 hist: Histogram::default(),
                 counts: LoadCounts::default(),
-            },
+            }),
             cfg,
         })
+    }
+
+    fn tracker(&self) -> std::sync::MutexGuard<'_, Tracker> {
+        self.track.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The target.
@@ -756,25 +880,26 @@ impl LoadDriver {
     /// Whether UDP GSO/GRO is in use (asked for and available).
     #[must_use]
     pub fn gso(&self) -> bool {
-        self.gso
+        self.send.gso
     }
 
     /// The counts so far.
     #[must_use]
     pub fn counts(&self) -> LoadCounts {
-        self.track.counts
+        self.tracker().counts
     }
 
     /// Round-trip times of the answered requests (nanoseconds).
     #[must_use]
-    pub fn latency(&self) -> &Histogram {
-        &self.track.hist
+    pub fn latency(&self) -> Histogram {
+        self.tracker().hist.clone()
     }
 
     /// Requests in flight (sent, neither answered nor expired, counting from the oldest).
     #[must_use]
     pub fn in_flight(&self) -> u64 {
-        self.track.next - self.track.tail
+        let t = self.tracker();
+        t.next - t.tail
     }
 
     /// Seconds since the first call to [`LoadDriver::run`].
@@ -786,12 +911,9 @@ impl LoadDriver {
     /// Seconds from the first to the last send (the send phase).
     #[must_use]
     pub fn send_span(&self) -> f64 {
-        self.first_send
-            .map_or(0.0, |f| self.last_send.saturating_sub(f) as f64 * 1e-9)
-    }
-
-    fn now_ns(&self) -> u64 {
-        self.t0.map_or(0, |t| t.elapsed().as_nanos() as u64)
+        self.send
+            .first_send
+            .map_or(0.0, |f| self.send.last_send.saturating_sub(f) as f64 * 1e-9)
     }
 
     fn timeout_ns(&self) -> u64 {
@@ -804,136 +926,121 @@ impl LoadDriver {
     pub fn run(&mut self, until: Duration, send_for: Duration, stop: &AtomicBool) {
         let t0 = *self.t0.get_or_insert_with(Instant::now);
         let (until_ns, send_ns) = (until.as_nanos() as u64, send_for.as_nanos() as u64);
-        let paced = self.cfg.rate > 0.0 && self.cfg.rate.is_finite();
-        let max = if self.gso { SEND_MAX } else { BATCH } as u64;
-        loop {
-            let now = t0.elapsed().as_nanos() as u64;
-            if now >= until_ns || stop.load(Ordering::Relaxed) {
-                break;
-            }
-            let next = self.track.next;
-            let mut sent = 0;
-            if now < send_ns {
-                let due = if paced {
-                    let target = (self.cfg.rate * now as f64 * 1e-9) as u64 + 1;
-                    target.saturating_sub(next)
-                } else {
-                    max
-                };
-                let room = (self.cfg.window as u64).saturating_sub(next - self.track.tail);
-                let n = due.min(room).min(max) as usize;
-                if n > 0 {
-                    sent = self.send_batch(n, now);
-                }
-            }
-            let got = self.receive();
-            self.track.expire(self.now_ns(), self.timeout_ns());
-            if sent == 0 && got == 0 {
-                // Nothing to do: wait for a reply, or until the next request is due.
-                let mut wait_ns = until_ns.saturating_sub(now);
-                if now < send_ns && paced {
-                    let next_at = (self.track.next as f64 / self.cfg.rate * 1e9) as u64;
-                    wait_ns = wait_ns.min(next_at.saturating_sub(now));
-                }
-                wait_ns = wait_ns.min(READ_TIMEOUT.as_nanos() as u64);
-                if wait_ns > 0 {
-                    sys::wait_readable(&self.sock, Duration::from_nanos(wait_ns));
-                }
-            }
+        let timeout = self.timeout_ns();
+        let LoadDriver {
+            sock,
+            cfg,
+            send,
+            rx,
+            track,
+            ..
+        } = self;
+        let (sock, cfg) = (&*sock, *cfg);
+        if !cfg.recv_thread {
+            send_loop(sock, &cfg, send, track, t0, until_ns, send_ns, stop, || {
+                let got = receive(sock, rx, track, t0, false);
+                expire(track, t0, timeout);
+                got
+            });
+            return;
         }
+        let done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let track = &*track;
+            let done = &done;
+            scope.spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    if receive(sock, rx, track, t0, false) == 0 {
+                        sys::wait_readable(sock, Duration::from_millis(1));
+                    }
+                    expire(track, t0, timeout);
+                }
+            });
+            send_loop(sock, &cfg, send, track, t0, until_ns, send_ns, stop, || 0);
+            done.store(true, Ordering::Relaxed);
+        });
     }
 
     /// After the send phase: receive until nothing is in flight or `max` has passed.
     pub fn drain(&mut self, max: Duration, stop: &AtomicBool) {
         let start = Instant::now();
-        let _ = *self.t0.get_or_insert_with(Instant::now);
+        let t0 = *self.t0.get_or_insert_with(Instant::now);
+        let timeout = self.timeout_ns();
         while self.in_flight() > 0 && start.elapsed() < max && !stop.load(Ordering::Relaxed) {
-            if self.receive() == 0 {
-                self.track.expire(self.now_ns(), self.timeout_ns());
+            if receive(&self.sock, &mut self.rx, &self.track, t0, false) == 0 {
+                expire(&self.track, t0, timeout);
                 if self.in_flight() > 0 {
                     sys::wait_readable(&self.sock, Duration::from_millis(5));
                 }
             }
         }
-        self.track.expire(self.now_ns(), self.timeout_ns());
+        expire(&self.track, t0, timeout);
     }
+}
 
-    fn send_batch(&mut self, n: usize, now: u64) -> usize {
-        self.tx.clear();
-        self.segs.clear();
-        let t = &mut self.track;
-        for _ in 0..n {
-            let sa = (splitmix(&mut self.rng) % t.spis.len() as u64) as usize;
-            for chunk in self.body.chunks_mut(8) {
-                let r = splitmix(&mut self.rng).to_le_bytes();
-                chunk.copy_from_slice(&r[..chunk.len()]);
-            }
-            let (a, b) = t.spis[sa];
-            let k = self.segs.len();
-            let mid = (t.next + k as u64) as u32;
-            let opts = RequestOptions {
-                message_id: mid,
-                nat_t: self.cfg.nat_t,
-                ..RequestOptions::default()
-            };
-            // Cannot fail: body_len was checked against the SK payload limit.
-            let Ok(req) = wire::build_request(a, b, &self.body, &opts) else {
-                continue;
-            };
-            let at = self.tx.len();
-            self.tx.extend_from_slice(&req);
-            self.segs.push(sys::Seg {
-                start: at,
-                end: self.tx.len(),
-                to: k,
-            });
-            t.ring[mid as usize % RING] = Flight {
-                mid,
-                sa: sa as u32,
-                sent_ns: now,
-                state: WAITING,
-            };
-        }
-        let n = self.segs.len();
-        let r = sys::send(&self.sock, &self.tx, &self.segs, None, &mut self.gso);
-        // Requests the kernel refused are settled at once (never in flight); on a connected
-        // socket they are the tail of the batch.
-        for s in &self.segs[r.sent..] {
-            let mid = (t.next + s.to as u64) as u32;
-            t.ring[mid as usize % RING].state = EXPIRED;
-        }
-        t.counts.sent += r.sent as u64;
-        t.counts.send_errors += (n - r.sent) as u64;
-        t.next += n as u64;
-        self.first_send.get_or_insert(now);
-        self.last_send = now;
-        r.sent
-    }
+fn expire(track: &Mutex<Tracker>, t0: Instant, timeout: u64) {
+    let now = t0.elapsed().as_nanos() as u64;
+    track
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .expire(now, timeout);
+}
 
-    fn receive(&mut self) -> usize {
-        let mut total = 0;
-        loop {
-            let n = match sys::recv(&self.sock, &mut self.rx, BATCH, false) {
-                Ok(n) => n,
-                Err(_) => {
-                    // ICMP errors of earlier sends surface here on a connected socket.
-                    self.track.counts.recv_errors += 1;
-                    0
-                }
+/// The pacing loop: send what is due (at most [`SEND_MAX`] with GSO, [`BATCH`] without, and
+/// within the window), call `poll` (receive in the same thread, or nothing), and wait when
+/// idle.
+#[allow(clippy::too_many_arguments)]
+fn send_loop(
+    sock: &UdpSocket,
+    cfg: &LoadConfig,
+    send: &mut SendSide,
+    track: &Mutex<Tracker>,
+    t0: Instant,
+    until_ns: u64,
+    send_ns: u64,
+    stop: &AtomicBool,
+    mut poll: impl FnMut() -> usize,
+) {
+    let paced = cfg.rate > 0.0 && cfg.rate.is_finite();
+    let max = if send.gso { SEND_MAX } else { BATCH } as u64;
+    loop {
+        let now = t0.elapsed().as_nanos() as u64;
+        if now >= until_ns || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let (next, tail) = {
+            let t = track.lock().unwrap_or_else(PoisonError::into_inner);
+            (t.next, t.tail)
+        };
+        let mut sent = 0;
+        if now < send_ns {
+            let due = if paced {
+                let target = (cfg.rate * now as f64 * 1e-9) as u64 + 1;
+                target.saturating_sub(next)
+            } else {
+                max
             };
-            if n == 0 {
-                return total;
+            let room = (cfg.window as u64).saturating_sub(next - tail);
+            let n = due.min(room).min(max) as usize;
+            if n > 0 {
+                sent = send.send_batch(sock, cfg.nat_t, track, n, now);
             }
-            let now = self.now_ns();
-            for k in 0..n {
-                let truncated = self.rx.truncated(k);
-                for d in self.rx.segments(k) {
-                    self.track.check(d, truncated, now);
-                    total += 1;
+        }
+        let got = poll();
+        if sent == 0 && got == 0 {
+            // Nothing to do: wait for a reply, or until the next request is due.
+            let mut wait_ns = until_ns.saturating_sub(now);
+            if now < send_ns && paced {
+                let next_at = (next as f64 / cfg.rate * 1e9) as u64;
+                wait_ns = wait_ns.min(next_at.saturating_sub(now));
+            }
+            wait_ns = wait_ns.min(READ_TIMEOUT.as_nanos() as u64);
+            if wait_ns > 0 {
+                if cfg.recv_thread {
+                    std::thread::sleep(Duration::from_nanos(wait_ns.min(1_000_000)));
+                } else {
+                    sys::wait_readable(sock, Duration::from_nanos(wait_ns));
                 }
-            }
-            if n < BATCH {
-                return total;
             }
         }
     }
@@ -1522,7 +1629,14 @@ mod tests {
 
     #[test]
     fn serve_and_load_on_loopback() {
-        for (nat_t, gso) in [(false, false), (true, false), (false, true), (true, true)] {
+        for (nat_t, gso, recv_thread) in [
+            (false, false, false),
+            (true, false, false),
+            (false, true, false),
+            (true, true, false),
+            (false, true, true),
+            (false, false, true),
+        ] {
             let srv = Server::bind(loopback(), maker(), nat_t, gso).unwrap();
             assert!(gso || !srv.gso()); // with gso, only kernels since 5.0 have it
             let cfg = LoadConfig {
@@ -1530,6 +1644,7 @@ mod tests {
                 sas: 50,
                 nat_t,
                 gso,
+                recv_thread,
                 ..LoadConfig::default()
             };
             let (d, c) = with_server(srv, None, None, |a| load(a, cfg, Some(maker()), 0.2));

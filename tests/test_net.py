@@ -53,11 +53,15 @@ def run_load(srv: Server, **kw: object) -> LoadReport:
     return load(srv.address, **opts)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("gso", [True, False], ids=["gso", "plain"])
-def test_every_request_answered_and_verified(gso: bool) -> None:
+@pytest.mark.parametrize(
+    ("gso", "recv_thread"),
+    [(True, False), (False, False), (True, True)],
+    ids=["gso", "plain", "thread"],
+)
+def test_every_request_answered_and_verified(gso: bool, recv_thread: bool) -> None:
     with running(policy=OPEN, gso=gso) as srv:
         assert gso or not srv.gso  # with gso: on kernels that have UDP GSO/GRO (>= 5.0)
-        r = run_load(srv, gso=gso)
+        r = run_load(srv, gso=gso, recv_thread=recv_thread)
         s = srv.stats()
     assert r.sent >= 0.9 * RATE * DURATION
     assert r.answered == r.valid == r.sent

@@ -600,6 +600,7 @@ class _LoadDriver:
         window: int = 262144,
         timeout: float = 1.0,
         gso: bool = True,
+        recv_thread: bool = False,
     ) -> _LoadDriver: ...
     @property
     def target(self) -> tuple[str, int]:

@@ -158,7 +158,7 @@ impl PyLoadDriver {
 impl PyLoadDriver {
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (target, /, *, rate, sas = 1000, seed = 0, nat_t = false, maker = None, body_len = 32, window = 262144, timeout = 1.0, gso = true))]
+    #[pyo3(signature = (target, /, *, rate, sas = 1000, seed = 0, nat_t = false, maker = None, body_len = 32, window = 262144, timeout = 1.0, gso = true, recv_thread = false))]
     fn new(
         target: &str,
         rate: f64,
@@ -170,6 +170,7 @@ impl PyLoadDriver {
         window: usize,
         timeout: f64,
         gso: bool,
+        recv_thread: bool,
     ) -> PyResult<Self> {
         // The signature's window default is net::RING, written out for the text signature.
         debug_assert_eq!(net::RING, 262_144);
@@ -183,6 +184,7 @@ impl PyLoadDriver {
             window,
             timeout,
             gso,
+            recv_thread,
         };
         let d = LoadDriver::connect(at, cfg, maker.map(|m| m.get().inner.clone()))?;
         Ok(PyLoadDriver {
