@@ -413,6 +413,20 @@ def test_cli_serve_json_duration_and_load_text(
     assert stats["reasons"]["DISABLED"] == stats["datagrams_in"] > 0
 
 
+def test_cli_load_interrupted_reports_what_it_has() -> None:
+    with running(policy=OPEN) as srv:
+        host, port = srv.address
+        p = cli("load", "--target", f"{host}:{port}", "--rate", "5000", "--duration", "30")
+        try:
+            time.sleep(1.0)  # the interpreter is up and sending
+            p.send_signal(signal.SIGINT)
+            out, err = p.communicate(timeout=10)
+        finally:
+            p.kill()
+    assert p.returncode == 130, err
+    assert "(interrupted)" in out and "valid" in out
+
+
 def test_cli_errors_are_one_line(secret_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--secret-file", str(secret_file)]) == 1
     err = capsys.readouterr().err.strip()
