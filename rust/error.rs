@@ -32,6 +32,9 @@ pub enum CoreError {
     /// Any other argument with an impossible value (a time that is not finite, a history
     /// depth out of range).
     InvalidArgument(String),
+    /// A socket could not be opened, bound or used (the message names the address and the
+    /// operating system's reason).
+    Network(String),
 }
 
 impl fmt::Display for CoreError {
@@ -49,6 +52,7 @@ impl fmt::Display for CoreError {
             | CoreError::CapacityExceeded(m)
             | CoreError::InvalidPolicy(m) => f.write_str(m),
             CoreError::InvalidArgument(m) => f.write_str(m),
+            CoreError::Network(m) => f.write_str(m),
         }
     }
 }

@@ -3,15 +3,16 @@
 //! - [`token`]: HMAC token derivation (RFC 6290 §5.1/§5.2) and constant-time verification,
 //!   single and in batches, with up to four secret generations;
 //! - [`kernel`]: HMAC with precomputed pad states over the `sha2`/`sha1` compression functions;
-//! - [`shani`]: interleaved SHA-NI compression for the HMAC-SHA-256 batch path (the only
-//!   `unsafe` in the crate);
+//! - [`shani`]: interleaved SHA-NI compression for the HMAC-SHA-256 batch path (with
+//!   [`net`]'s system calls, the only `unsafe` in the crate);
 //! - [`ct`]: the one place where secret-dependent bytes are compared;
 //! - [`par`]: the rayon helper the batch paths share;
 //! - [`ratelimit`]: keyed token buckets with bounded memory (reply and verification limits);
 //! - [`wire`]: the IKEv2 codec (header, payload chain, Notify, QCD reply build/parse, NAT-T);
 //! - [`responder`]: the maker's unknown-SPI hot path (classify, reply, reason codes);
 //! - [`gate`]: the maker's reply policy (switch, rate limits, flood fallback, window);
-//! - [`table`]: the token taker's SA table (tokens and traffic times per SPI pair).
+//! - [`table`]: the token taker's SA table (tokens and traffic times per SPI pair);
+//! - [`net`]: batch UDP I/O (`recvmmsg`/`sendmmsg`) for `ikeqcd serve` and `ikeqcd load`.
 //!
 //! ```
 //! use _core::token::{Algorithm, TokenMaker};
@@ -27,6 +28,7 @@ pub mod ct;
 pub mod error;
 pub mod gate;
 pub mod kernel;
+pub mod net;
 pub mod par;
 pub mod ratelimit;
 pub mod responder;

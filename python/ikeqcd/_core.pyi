@@ -530,3 +530,104 @@ class _MakerGate:
     @property
     def sources_tracked(self) -> int:
         """Per-source buckets currently held."""
+
+@final
+class _UdpServer:
+    """A rebooted gateway on one UDP socket (batch I/O with ``recvmmsg``/``sendmmsg``, Linux
+    only). Use :class:`ikeqcd.net.Server`.
+
+    Args:
+        listen: ``"HOST:PORT"``; port 0 picks a free port.
+        maker: the token maker (its secrets are copied).
+        nat_t: UDP/4500 framing (non-ESP marker required; ESP is counted and ignored).
+        gso: use UDP GSO/GRO where the kernel has it (runs of requests received as one
+            buffer, runs of equal-sized replies to one source sent as one segmented send).
+        gate: the reply policy; ``None`` answers every candidate with tokens.
+        live: live SAs, never answered with a token (read-locked once per batch).
+
+    Raises:
+        InvalidArgument: ``listen`` is not a usable address.
+        NetworkError: the socket cannot be bound (or the platform is not Linux).
+    """
+
+    def __new__(
+        cls,
+        listen: str,
+        maker: TokenMaker,
+        /,
+        *,
+        nat_t: bool = False,
+        gso: bool = True,
+        gate: _MakerGate | None = None,
+        live: SaTable | None = None,
+    ) -> _UdpServer: ...
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port)."""
+    @property
+    def gso(self) -> bool:
+        """Whether UDP GSO/GRO is in use (asked for, available, never refused)."""
+    @property
+    def stopped(self) -> bool:
+        """Whether :meth:`stop` was called."""
+    def run(self, now: float, seconds: float, /) -> bool:
+        """Serve for up to ``seconds`` (GIL released); ``now`` is the policy clock at the call.
+
+        Returns:
+            Whether the server is stopped.
+        """
+    def stop(self) -> None:
+        """Make a running (or the next) :meth:`run` return at once; from any thread."""
+    def counters(self) -> dict[str, int]:
+        """Datagrams per reason name, and ``datagrams_in``, ``bytes_in``, ``datagrams_out``,
+        ``bytes_out``, ``send_errors``, ``recv_errors``, ``batches``."""
+
+@final
+class _LoadDriver:
+    """The load driver (paced requests for random SPI pairs, every reply checked). Use
+    :func:`ikeqcd.net.load`.
+
+    Raises:
+        InvalidArgument: impossible options or an unusable address.
+        NetworkError: the socket cannot be made (or the platform is not Linux).
+    """
+
+    def __new__(
+        cls,
+        target: str,
+        /,
+        *,
+        rate: float,
+        sas: int = 1000,
+        seed: int = 0,
+        nat_t: bool = False,
+        maker: TokenMaker | None = None,
+        body_len: int = 32,
+        window: int = 262144,
+        timeout: float = 1.0,
+        gso: bool = True,
+        recv_thread: bool = False,
+    ) -> _LoadDriver: ...
+    @property
+    def target(self) -> tuple[str, int]:
+        """The target (host, port)."""
+    @property
+    def gso(self) -> bool:
+        """Whether UDP GSO/GRO is in use (asked for, available, never refused)."""
+    def run(self, until: float, send_for: float, /) -> None:
+        """Send while under ``send_for`` seconds since the first call and check replies until
+        ``until`` seconds (GIL released)."""
+    def drain(self, max: float, /) -> None:
+        """Receive until nothing is in flight or ``max`` seconds pass (GIL released)."""
+    def stop(self) -> None:
+        """Make a running :meth:`run` or :meth:`drain` return at once."""
+    def report(self) -> dict[str, float]:
+        """Counts (sent, answered, valid, bare, bad_token, mismatched, malformed, unmatched,
+        late, lost, send_errors, recv_errors, in_flight), ``elapsed`` and ``send_span``
+        seconds, and latency quantiles in microseconds (p50_us, p90_us, p99_us, p999_us,
+        max_us)."""
+
+def _load_spis(
+    sas: int, seed: int, /
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+    """The (SPI-I, SPI-R) pairs a load run with ``sas`` pairs and ``seed`` draws from."""

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ikeqcd.errors import IkeQcdError, InvalidArgument
+from ikeqcd.net import add_load_parser, add_serve_parser
 
 __all__ = ["main", "build_parser"]
 
@@ -384,9 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_simulate(sub)
-    _add_bench(sub)
+    add_serve_parser(sub)
+    add_load_parser(sub)
     _add_decode(sub)
     _add_secret(sub)
+    _add_bench(sub)
     return parser
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "MalformedMessage",
     "CapacityError",
     "SecretFileError",
+    "NetworkError",
 ]
 
 
@@ -79,3 +80,8 @@ class CapacityError(IkeQcdError):
 
 class SecretFileError(IkeQcdError):
     """The secret file is missing where required, corrupt, of a wrong version or too open."""
+
+
+class NetworkError(IkeQcdError, OSError):
+    """A UDP socket could not be opened, bound or used (``ikeqcd serve`` / ``ikeqcd load``);
+    the message names the address and the operating system's reason."""

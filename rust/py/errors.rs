@@ -16,6 +16,7 @@ pyo3::import_exception!(ikeqcd.errors, MalformedMessage);
 pyo3::import_exception!(ikeqcd.errors, CapacityError);
 pyo3::import_exception!(ikeqcd.errors, InvalidPolicy);
 pyo3::import_exception!(ikeqcd.errors, InvalidArgument);
+pyo3::import_exception!(ikeqcd.errors, NetworkError);
 
 impl From<CoreError> for PyErr {
     fn from(e: CoreError) -> PyErr {
@@ -32,6 +33,7 @@ impl From<CoreError> for PyErr {
             CoreError::CapacityExceeded(m) => CapacityError::new_err(m),
             CoreError::InvalidPolicy(m) => InvalidPolicy::new_err(m),
             CoreError::InvalidArgument(m) => InvalidArgument::new_err(m),
+            CoreError::Network(m) => NetworkError::new_err(m),
         }
     }
 }

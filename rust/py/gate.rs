@@ -12,7 +12,7 @@ use crate::gate::{Fallback, GateConfig, MakerGate};
 /// The maker's reply policy on the hot path (built from a `MakerPolicy`).
 #[pyclass(frozen, name = "_MakerGate", module = "ikeqcd._core")]
 pub struct PyMakerGate {
-    inner: Mutex<MakerGate>,
+    pub(crate) inner: Mutex<MakerGate>,
 }
 
 #[pymethods]

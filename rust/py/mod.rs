@@ -4,6 +4,7 @@ mod convert;
 mod detach;
 mod errors;
 mod gate;
+mod net;
 mod ratelimit;
 mod responder;
 mod table;
@@ -32,6 +33,9 @@ mod _core {
 
     #[pymodule_export]
     use super::table::PySaTable;
+
+    #[pymodule_export]
+    use super::net::{load_spis_py, PyLoadDriver, PyUdpServer};
 
     use pyo3::prelude::*;
 

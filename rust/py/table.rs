@@ -22,7 +22,7 @@ use crate::table::{Check, SaTable, RECEIVED_MAX};
 /// last inbound and outbound traffic times. Safe to share between threads.
 #[pyclass(frozen, name = "SaTable", module = "ikeqcd._core")]
 pub struct PySaTable {
-    inner: RwLock<SaTable>,
+    pub(crate) inner: RwLock<SaTable>,
 }
 
 fn monotonic(py: Python<'_>) -> PyResult<f64> {
