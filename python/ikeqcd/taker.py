@@ -168,7 +168,8 @@ class FailureDetector:
         self._dampened: dict[Hashable, tuple[int, float]] = {}
         self._born: dict[Pair, int] = {}  # SAs stored while some peer is dampened -> seq
         self._seq = 0
-        self._children: dict[int, Pair] = {}
+        self._children: dict[int, Pair] = {}  # child SPI -> its IKE SA
+        self._children_of: dict[Pair, set[int]] = {}  # and back, so teardown is O(children)
         self._events: list[Event] = []
         p = self.policy
         self._verify_limit = RateLimiter(p.verify_rate, p.verify_burst, max_keys=p.max_sources)
@@ -221,18 +222,30 @@ class FailureDetector:
         self._pending.pop(pair, None)
         self._held.pop(pair, None)
         self._born.pop(pair, None)
-        for child in [c for c, p in self._children.items() if p == pair]:
+        self._forget_children(pair)
+
+    def _forget_children(self, pair: Pair) -> None:
+        for child in self._children_of.pop(pair, ()):
             del self._children[child]
 
     def child_sa_added(self, child_spi: int, spi_i: int, spi_r: int) -> None:
         """Remember which IKE SA owns an inbound ESP/AH SPI (for the §8.2 INVALID_SPI path)."""
         if not 0 <= child_spi < 2**32:
             raise InvalidArgument(f"child_spi must be a 32-bit SPI, got {child_spi!r}")
-        self._children[child_spi] = (spi_i, spi_r)
+        self.child_sa_deleted(child_spi)
+        pair = (spi_i, spi_r)
+        self._children[child_spi] = pair
+        self._children_of.setdefault(pair, set()).add(child_spi)
 
     def child_sa_deleted(self, child_spi: int) -> None:
         """Forget a Child SA's SPI."""
-        self._children.pop(child_spi, None)
+        pair = self._children.pop(child_spi, None)
+        if pair is not None:
+            kids = self._children_of.get(pair)
+            if kids is not None:
+                kids.discard(child_spi)
+                if not kids:
+                    del self._children_of[pair]
 
     def request_sent(self, spi_i: int, spi_r: int, message_id: int) -> None:
         """A protected request (e.g. a liveness check) went out on this SA."""
@@ -349,8 +362,7 @@ class FailureDetector:
         # replies (liveness retransmissions) find no SA (spec case 37).
         self.table.remove(pair[0], pair[1])
         self._pending.pop(pair, None)
-        for child in [c for c, p in self._children.items() if p == pair]:
-            del self._children[child]
+        self._forget_children(pair)
         self._born.pop(pair, None)
         if self.policy.dampening > 0:
             peer = self._peer_key(pair, source)
