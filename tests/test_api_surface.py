@@ -13,7 +13,7 @@ DOCUMENTED = {
     "ALGORITHMS", "CheckLiveness", "FailureDetector", "IkeQcdError", "MakerPolicy",
     "PeerRestarted", "RateLimiter", "Reason", "RestartCancelled", "SaTable", "SecretStore",
     "TakerPolicy", "TokenCheck", "TokenMaker", "TokenResponder", "Verdict", "VerdictKind",
-    "__version__", "errors", "pcap", "wire",
+    "__version__", "errors", "net", "pcap", "wire",
 }
 
 

@@ -7,6 +7,7 @@ Public API only; everything here is documented in the README and pinned by
 from __future__ import annotations
 
 from ikeqcd import errors as errors
+from ikeqcd import net as net
 from ikeqcd import pcap as pcap
 from ikeqcd import wire as wire
 from ikeqcd._core import RateLimiter as RateLimiter
@@ -49,6 +50,7 @@ __all__ = [
     "VerdictKind",
     "__version__",
     "errors",
+    "net",
     "pcap",
     "wire",
 ]
