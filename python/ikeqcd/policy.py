@@ -18,14 +18,32 @@ __all__ = ["MakerPolicy", "TakerPolicy"]
 
 
 def _check_nonneg(obj: object, *names: str) -> None:
+    optional = {f.name for f in fields(obj) if "None" in str(f.type)}  # type: ignore[arg-type]
     for name in names:
         value = getattr(obj, name)
-        if value is None:
+        if value is None and name in optional:
             continue
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise InvalidPolicy(f"{type(obj).__name__}.{name} must be a number, got {value!r}")
+        if isinstance(value, int) and value > _MAX_NUMBER:
+            raise InvalidPolicy(f"{type(obj).__name__}.{name} is too large, got {value!r}")
         if math.isnan(value) or value < 0:
             raise InvalidPolicy(f"{type(obj).__name__}.{name} must be >= 0, got {value!r}")
+
+
+def _check_common(obj: object) -> None:
+    """The bool switches are bools, and ``max_sources`` is an int in 1..2**32."""
+    cls = type(obj).__name__
+    for f in fields(obj):  # type: ignore[arg-type]
+        if f.type == "bool" and not isinstance(getattr(obj, f.name), bool):
+            raise InvalidPolicy(f"{cls}.{f.name} must be a bool, got {getattr(obj, f.name)!r}")
+    m = getattr(obj, "max_sources")
+    if not isinstance(m, int) or isinstance(m, bool) or not 1 <= m <= _MAX_SOURCES:
+        raise InvalidPolicy(f"{cls}.max_sources must be an int in 1..2**32, got {m!r}")
+
+
+_MAX_NUMBER = 2**1000  # ints above this would overflow a float
+_MAX_SOURCES = 2**32
 
 
 @dataclass(frozen=True)
@@ -69,12 +87,11 @@ class MakerPolicy:
             "bare_rate",
             "token_window",
         )
-        if self.flood_fallback not in ("bare", "silence"):
+        if not isinstance(self.flood_fallback, str) or self.flood_fallback not in ("bare", "silence"):
             raise InvalidPolicy(
                 f"MakerPolicy.flood_fallback must be 'bare' or 'silence', got {self.flood_fallback!r}"
             )
-        if not isinstance(self.max_sources, int) or self.max_sources < 1:
-            raise InvalidPolicy(f"MakerPolicy.max_sources must be an int >= 1, got {self.max_sources!r}")
+        _check_common(self)
 
     @classmethod
     def unlimited(cls) -> MakerPolicy:
@@ -139,11 +156,7 @@ class TakerPolicy:
             "liveness_rate",
             "liveness_idle",
         )
-        for f in fields(self):
-            if f.type == "bool" and not isinstance(getattr(self, f.name), bool):
-                raise InvalidPolicy(f"TakerPolicy.{f.name} must be a bool, got {getattr(self, f.name)!r}")
-        if not isinstance(self.max_sources, int) or self.max_sources < 1:
-            raise InvalidPolicy(f"TakerPolicy.max_sources must be an int >= 1, got {self.max_sources!r}")
+        _check_common(self)
 
     @classmethod
     def rfc6290(cls) -> TakerPolicy:
