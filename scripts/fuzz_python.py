@@ -15,8 +15,10 @@ runs each target for a fraction of a second in the default test run.
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib.util
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -30,7 +32,6 @@ import numpy as np
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
 from ikeqcd import (
     FailureDetector,
     MakerPolicy,
@@ -225,7 +226,7 @@ def t_responder(ds: list[bytes], nat_t: bool | None, live: str, policy: bool) ->
     if live == "set":
         live_obj = {(SPI_I, SPI_R)}
     elif live == "call":
-        live_obj = lambda a, b: a == SPI_I  # noqa: E731
+        live_obj = lambda a, b: a == SPI_I
     elif live == "table":
         live_obj = SaTable()
         live_obj.insert(SPI_I, SPI_R, b"\x01" * 32, now=0.0)
@@ -370,6 +371,7 @@ SECRET_SEEDS = _secret_file_seeds()
 PCAP_SEEDS = _pcap_seeds()
 _TMP = tempfile.mkdtemp(prefix="ikeqcd-fuzz-")
 os.chmod(_TMP, 0o700)
+atexit.register(shutil.rmtree, _TMP, True)
 
 
 @target(
@@ -453,7 +455,7 @@ def run_target(name: str, seconds: float, *, chunk: int = 300, verbose: bool = T
         )(given(**strategies)(body))
         try:
             configured()
-        except Exception as e:  # a finding: record it, stop this target
+        except Exception as e:  # noqa: BLE001 -- any exception is a finding: record it, stop
             text = "".join(traceback.format_exception(e))
             stats.findings.append(text)
             if verbose:
@@ -475,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     names = args.target or list(TARGETS)
     per = args.seconds / len(names)
-    print(f"| target | executions | seconds | findings |\n|---|---:|---:|---:|")
+    print("| target | executions | seconds | findings |\n|---|---:|---:|---:|")
     total = 0
     bad = 0
     for name in names:

@@ -3,11 +3,12 @@
 Each file is named ``seed-*`` (the only corpus files git keeps, see .gitignore). The Rust
 targets take a mode octet first (framing: 0 auto, 1 UDP/500, 2 UDP/4500; bit 7 for the
 responder = the SA is live), the responder a decision octet second, then the datagram.
-``scripts/fuzz_python.py`` reads the same files. Run: ``.venv/bin/python scripts/fuzz_seeds.py``.
+``scripts/fuzz_python.py`` uses the same datagrams. Run: ``.venv/bin/python scripts/fuzz_seeds.py [DIR]``.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ikeqcd import TokenMaker, wire
@@ -34,7 +35,7 @@ def datagrams() -> dict[str, bytes]:
     }
 
 
-def main() -> None:
+def main(root: Path = ROOT) -> None:
     seeds: dict[str, dict[str, bytes]] = {
         "parse_message": {},
         "parse_qcd_reply": {},
@@ -52,7 +53,7 @@ def main() -> None:
     seeds["table_ops"]["batch"] = bytes([3, 0x24, 3, 2, 16, 1, 2, 3, 0x35, 3, 2, 16, 1, 2, 3])
     seeds["table_ops"]["touch-due"] = bytes([0, 0x00, 5, 1, 20, 0x27, 5, 0x58, 5, 0x99, 3])
     for target, files in seeds.items():
-        d = ROOT / target
+        d = root / target
         d.mkdir(parents=True, exist_ok=True)
         for name, data in files.items():
             (d / f"seed-{name}").write_bytes(data)
@@ -60,4 +61,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT)

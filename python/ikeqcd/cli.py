@@ -40,6 +40,8 @@ def _parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ikeqcd.bench import format_results, run_token_bench
 
+    if not 1 <= args.n <= 100_000_000:
+        raise InvalidArgument(f"--n must be 1..100000000, got {args.n}")
     results = run_token_bench(n=args.n, quick=args.quick)
     if args.json:
         print(

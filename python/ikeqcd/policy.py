@@ -37,7 +37,7 @@ def _check_common(obj: object) -> None:
     for f in fields(obj):  # type: ignore[arg-type]
         if f.type == "bool" and not isinstance(getattr(obj, f.name), bool):
             raise InvalidPolicy(f"{cls}.{f.name} must be a bool, got {getattr(obj, f.name)!r}")
-    m = getattr(obj, "max_sources")
+    m = obj.max_sources  # type: ignore[attr-defined]
     if not isinstance(m, int) or isinstance(m, bool) or not 1 <= m <= _MAX_SOURCES:
         raise InvalidPolicy(f"{cls}.max_sources must be an int in 1..2**32, got {m!r}")
 
