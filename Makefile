@@ -1,7 +1,7 @@
 # Developer shortcuts. CI runs .ci/run, which uses the same commands.
 PY ?= .venv/bin/python
 
-.PHONY: venv build-dev build-prod build-profiling test lint stubtest bench fuzz clean-so
+.PHONY: venv build-dev build-prod build-profiling test lint stubtest bench fuzz ct robust clean-so
 
 venv:
 	python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]'
@@ -34,3 +34,15 @@ stubtest:
 bench:
 	$(PY) -m pytest benches/ --benchmark-enable -q
 	$(PY) -m ikeqcd bench
+
+# Robustness campaigns (figures in SECURITY.md). fuzz needs nightly + cargo-fuzz.
+fuzz:
+	scripts/fuzz.sh all 150
+	$(PY) scripts/fuzz_python.py --seconds 360
+
+ct:
+	cargo bench --bench ct_dudect
+
+robust: ct fuzz
+	$(PY) scripts/crash_secret.py --kills 1000
+	$(PY) -m ikeqcd simulate --attack standby-replay

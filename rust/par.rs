@@ -10,6 +10,10 @@ use rayon::prelude::*;
 /// Below this many items a batch runs on the calling thread (chosen by benchmark: splitting
 /// smaller batches costs more in wake-ups than it gains).
 pub const PAR_THRESHOLD: usize = 8192;
+/// Most threads a batch call may ask for. Each distinct count gets its own pool, kept for the
+/// life of the process, so an unbounded count would let one call spawn (and keep) any number
+/// of OS threads; larger requests are clamped here and refused by the Python bindings.
+pub const MAX_THREADS: usize = 256;
 /// Items per parallel work unit.
 const CHUNK_ITEMS: usize = 4096;
 
@@ -39,7 +43,7 @@ pub fn effective_threads(threads: usize) -> usize {
     if threads == 0 {
         rayon::current_num_threads()
     } else {
-        threads
+        threads.min(MAX_THREADS)
     }
 }
 
@@ -61,7 +65,7 @@ where
     };
     if threads == 0 {
         work(out);
-    } else if let Some(pool) = pool_for(threads) {
+    } else if let Some(pool) = pool_for(threads.min(MAX_THREADS)) {
         pool.install(|| work(out));
     } else {
         f(0, out);

@@ -80,10 +80,12 @@ class TokenMaker:
         """Tokens for arrays of SPI pairs, shape ``(n, token_len)``.
 
         Releases the GIL. ``threads``: 0 = all cores (or ``RAYON_NUM_THREADS``), 1 = the
-        calling thread, k = k threads.
+        calling thread, k = k threads (at most 256).
 
         Raises:
             InvalidArray: not 1-D C-contiguous uint64 arrays of equal length.
+            InvalidGeneration: no such generation (negative or too large).
+            InvalidArgument: ``threads`` outside 0..256.
         """
     def verify(
         self,
@@ -128,7 +130,11 @@ class RateLimiter:
 
     def __new__(cls, rate: float, burst: float, /, *, max_keys: int = 65536) -> RateLimiter: ...
     def allow(self, key: int, now: float, /) -> bool:
-        """Take one token for ``key`` at time ``now`` (seconds); True if allowed."""
+        """Take one token for ``key`` at time ``now`` (seconds); True if allowed.
+
+        Raises:
+            InvalidArgument: ``key`` outside 0..2**64-1.
+        """
     def allow_many(self, keys: npt.NDArray[np.uint64], now: float, /) -> npt.NDArray[np.bool_]:
         """:meth:`allow` for each key in order, all at time ``now``."""
     @property
@@ -308,6 +314,7 @@ class _Responder:
 
 def _reason_names() -> list[str]:
     """The reason names in code order (mirrored by :class:`ikeqcd.Reason`)."""
+
 @final
 class SaTable:
     """The token taker's SA table (RFC 6290 §3, §5, §5.3): per IKE SA, keyed by
@@ -423,10 +430,12 @@ class SaTable:
     ) -> npt.NDArray[np.bool_]:
         """Batch membership. Releases the GIL.
 
-        ``threads``: 0 = all cores (or ``RAYON_NUM_THREADS``), 1 = the calling thread, k = k.
+        ``threads``: 0 = all cores (or ``RAYON_NUM_THREADS``), 1 = the calling thread, k = k
+        (at most 256).
 
         Raises:
             InvalidArray: not 1-D C-contiguous uint64 arrays of equal length.
+            InvalidArgument: ``threads`` outside 0..256.
         """
     def check_many(
         self,

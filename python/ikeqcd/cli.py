@@ -41,6 +41,8 @@ def _parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ikeqcd.bench import format_results, run_table_bench, run_token_bench, run_wire_bench
 
+    if not 1 <= args.n <= 100_000_000:
+        raise InvalidArgument(f"--n must be 1..100000000, got {args.n}")
     parts = {
         "tokens": lambda: run_token_bench(n=args.n, quick=args.quick),
         "table": lambda: run_table_bench(n=args.n, quick=args.quick),

@@ -182,6 +182,7 @@ def read_pcap(path: str | os.PathLike[str]) -> list[PcapPacket]:
 
     Raises:
         InvalidArgument: not a pcap file, an unsupported link type, or a truncated record.
+        OSError: the file cannot be read (missing, a directory, no permission).
     """
     with open(path, "rb") as f:
         data = f.read()

@@ -17,18 +17,6 @@ from ikeqcd.errors import InvalidPolicy
 __all__ = ["MakerPolicy", "TakerPolicy"]
 
 
-def _check_int(obj: object, name: str) -> None:
-    value = getattr(obj, name)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidPolicy(f"{type(obj).__name__}.{name} must be an int >= 1, got {value!r}")
-
-
-def _check_bools(obj: object) -> None:
-    for f in fields(obj):  # type: ignore[arg-type]
-        if f.type == "bool" and not isinstance(getattr(obj, f.name), bool):
-            raise InvalidPolicy(f"{type(obj).__name__}.{f.name} must be a bool, got {getattr(obj, f.name)!r}")
-
-
 def _replace(obj: object, changes: dict[str, object]) -> object:
     names = {f.name for f in fields(obj)}  # type: ignore[arg-type]
     unknown = sorted(set(changes) - names)
@@ -41,14 +29,32 @@ def _replace(obj: object, changes: dict[str, object]) -> object:
 
 
 def _check_nonneg(obj: object, *names: str) -> None:
+    optional = {f.name for f in fields(obj) if "None" in str(f.type)}  # type: ignore[arg-type]
     for name in names:
         value = getattr(obj, name)
-        if value is None:
+        if value is None and name in optional:
             continue
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise InvalidPolicy(f"{type(obj).__name__}.{name} must be a number, got {value!r}")
+        if isinstance(value, int) and value > _MAX_NUMBER:
+            raise InvalidPolicy(f"{type(obj).__name__}.{name} is too large, got {value!r}")
         if math.isnan(value) or value < 0:
             raise InvalidPolicy(f"{type(obj).__name__}.{name} must be >= 0, got {value!r}")
+
+
+def _check_common(obj: object) -> None:
+    """The bool switches are bools, and ``max_sources`` is an int in 1..2**32."""
+    cls = type(obj).__name__
+    for f in fields(obj):  # type: ignore[arg-type]
+        if f.type == "bool" and not isinstance(getattr(obj, f.name), bool):
+            raise InvalidPolicy(f"{cls}.{f.name} must be a bool, got {getattr(obj, f.name)!r}")
+    m = obj.max_sources  # type: ignore[attr-defined]
+    if not isinstance(m, int) or isinstance(m, bool) or not 1 <= m <= _MAX_SOURCES:
+        raise InvalidPolicy(f"{cls}.max_sources must be an int in 1..2**32, got {m!r}")
+
+
+_MAX_NUMBER = 2**1000  # ints above this would overflow a float
+_MAX_SOURCES = 2**32
 
 
 @dataclass(frozen=True)
@@ -92,12 +98,11 @@ class MakerPolicy:
             "bare_rate",
             "token_window",
         )
-        _check_bools(self)
-        if self.flood_fallback not in ("bare", "silence"):
+        if not isinstance(self.flood_fallback, str) or self.flood_fallback not in ("bare", "silence"):
             raise InvalidPolicy(
                 f"MakerPolicy.flood_fallback must be 'bare' or 'silence', got {self.flood_fallback!r}"
             )
-        _check_int(self, "max_sources")
+        _check_common(self)
 
     @classmethod
     def unlimited(cls) -> MakerPolicy:
@@ -168,8 +173,7 @@ class TakerPolicy:
             "liveness_rate",
             "liveness_idle",
         )
-        _check_bools(self)
-        _check_int(self, "max_sources")
+        _check_common(self)
 
     @classmethod
     def rfc6290(cls) -> TakerPolicy:

@@ -36,7 +36,7 @@ import numpy.typing as npt
 
 from ikeqcd._core import RateLimiter, SaTable
 from ikeqcd._keys import source_key
-from ikeqcd.errors import InvalidArgument, MalformedMessage
+from ikeqcd.errors import InvalidArgument, InvalidSpi, MalformedMessage
 from ikeqcd.policy import TakerPolicy
 from ikeqcd.table import TokenCheck
 from ikeqcd.wire import parse_qcd_reply
@@ -52,6 +52,20 @@ __all__ = [
 ]
 
 Pair = tuple[int, int]
+
+
+def _pair(spi_i: object, spi_r: object) -> Pair:
+    """Check an SPI pair given by the owner (ints in 0..2**64-1)."""
+    for name, v in (("spi_i", spi_i), ("spi_r", spi_r)):
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2**64:
+            raise InvalidSpi(f"{name} must be an int in 0..2**64-1, got {v!r}")
+    return (spi_i, spi_r)  # type: ignore[return-value]
+
+
+def _message_id(message_id: object) -> int:
+    if not isinstance(message_id, int) or isinstance(message_id, bool) or not 0 <= message_id < 2**32:
+        raise InvalidArgument(f"message_id must be an int in 0..2**32-1, got {message_id!r}")
+    return message_id
 
 
 class VerdictKind(enum.Enum):
@@ -157,6 +171,12 @@ class FailureDetector:
         clock: Callable[[], float] = time.monotonic,
         peer_of: Callable[[int, int], Hashable] | None = None,
     ) -> None:
+        if table is not None and not isinstance(table, SaTable):
+            raise InvalidArgument(f"table must be an ikeqcd.SaTable, got {type(table).__name__}")
+        if policy is not None and not isinstance(policy, TakerPolicy):
+            raise InvalidArgument(f"policy must be a TakerPolicy, got {type(policy).__name__}")
+        if not callable(clock):
+            raise InvalidArgument(f"clock must be a callable returning seconds, got {clock!r}")
         self.table = table if table is not None else SaTable()
         self.policy = policy if policy is not None else TakerPolicy.hardened()
         self._clock = clock
@@ -230,10 +250,10 @@ class FailureDetector:
 
     def child_sa_added(self, child_spi: int, spi_i: int, spi_r: int) -> None:
         """Remember which IKE SA owns an inbound ESP/AH SPI (for the §8.2 INVALID_SPI path)."""
-        if not 0 <= child_spi < 2**32:
+        if not isinstance(child_spi, int) or not 0 <= child_spi < 2**32:
             raise InvalidArgument(f"child_spi must be a 32-bit SPI, got {child_spi!r}")
         self.child_sa_deleted(child_spi)
-        pair = (spi_i, spi_r)
+        pair = _pair(spi_i, spi_r)
         self._children[child_spi] = pair
         self._children_of.setdefault(pair, set()).add(child_spi)
 
@@ -249,11 +269,12 @@ class FailureDetector:
 
     def request_sent(self, spi_i: int, spi_r: int, message_id: int) -> None:
         """A protected request (e.g. a liveness check) went out on this SA."""
-        self._pending[(spi_i, spi_r)] = message_id
+        self._pending[_pair(spi_i, spi_r)] = _message_id(message_id)
 
     def response_received(self, spi_i: int, spi_r: int, message_id: int) -> None:
         """A genuine protected response arrived: the peer is alive. Cancels a held restart."""
-        pair = (spi_i, spi_r)
+        pair = _pair(spi_i, spi_r)
+        _message_id(message_id)
         if self._pending.get(pair) == message_id:
             del self._pending[pair]
         self._cancel(pair, self._clock())

@@ -136,3 +136,75 @@ pub fn address(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<u8>> {
         ))),
     }
 }
+
+/// A non-negative int argument (an index, a count, a length) that never raises
+/// `OverflowError`: an int outside `0..=usize::MAX` (negative, or huge) arrives as
+/// `value == None`, and the method rejects it with the argument's documented error class.
+/// Anything that is not an int raises `TypeError`, as a plain `usize` parameter would.
+pub struct Count {
+    /// The value, or `None` when it is out of range.
+    pub value: Option<usize>,
+    shown: String,
+}
+
+impl Count {
+    /// A default value.
+    pub const fn new(v: usize) -> Self {
+        Count {
+            value: Some(v),
+            shown: String::new(),
+        }
+    }
+
+    /// The value as Python showed it (for error messages).
+    pub fn shown(&self) -> String {
+        self.value
+            .map_or_else(|| self.shown.clone(), |v| v.to_string())
+    }
+
+    /// The value if it lies in `lo..=hi`, else `err(message)`.
+    pub fn within(
+        &self,
+        lo: usize,
+        hi: usize,
+        err: impl FnOnce(String) -> PyErr,
+        what: &str,
+    ) -> PyResult<usize> {
+        match self.value {
+            Some(v) if (lo..=hi).contains(&v) => Ok(v),
+            _ => Err(err(format!(
+                "{what} must be {lo}..={hi}, got {}",
+                self.shown()
+            ))),
+        }
+    }
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Count {
+    type Error = PyErr;
+
+    fn extract(obj: pyo3::Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        match obj.extract::<usize>() {
+            Ok(v) => Ok(Count::new(v)),
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(obj.py()) => {
+                Ok(Count {
+                    value: None,
+                    shown: obj
+                        .repr()
+                        .map_or_else(|_| "?".to_owned(), |r| r.to_string()),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The `threads` option of the batch methods: 0 (all cores) ..= `par::MAX_THREADS`.
+pub fn threads(c: &Count) -> PyResult<usize> {
+    c.within(
+        0,
+        crate::par::MAX_THREADS,
+        super::errors::InvalidArgument::new_err,
+        "threads (0 = all cores)",
+    )
+}

@@ -6,6 +6,7 @@ use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
 
 use super::convert;
+use super::errors::{InvalidArgument, InvalidPolicy};
 use crate::ratelimit::RateLimiter;
 
 /// Keyed token buckets with bounded memory (keys: an IPv4 address as an int, or the upper 64
@@ -26,8 +27,17 @@ impl PyRateLimiter {
 #[pymethods]
 impl PyRateLimiter {
     #[new]
-    #[pyo3(signature = (rate, burst, /, *, max_keys = 65536))]
-    fn new(rate: f64, burst: f64, max_keys: usize) -> PyResult<Self> {
+    #[pyo3(
+        signature = (rate, burst, /, *, max_keys = convert::Count::new(65536)),
+        text_signature = "(rate, burst, /, *, max_keys=65536)"
+    )]
+    fn new(rate: f64, burst: f64, max_keys: convert::Count) -> PyResult<Self> {
+        let max_keys = max_keys.value.ok_or_else(|| {
+            InvalidPolicy::new_err(format!(
+                "max_keys must be a positive count, got {}",
+                max_keys.shown()
+            ))
+        })?;
         Ok(PyRateLimiter {
             inner: Mutex::new(RateLimiter::new(rate, burst, max_keys)?),
         })
@@ -35,8 +45,15 @@ impl PyRateLimiter {
 
     /// Take one token for `key` at time `now`; True if allowed.
     #[pyo3(signature = (key, now, /))]
-    fn allow(&self, key: u64, now: f64) -> bool {
-        self.lock().allow(key, now)
+    fn allow(&self, key: &Bound<'_, PyAny>, now: f64) -> PyResult<bool> {
+        let key = key.extract::<u64>().map_err(|e| {
+            if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(key.py()) {
+                InvalidArgument::new_err(format!("key must be an int in 0..2**64-1, got {key}"))
+            } else {
+                e
+            }
+        })?;
+        Ok(self.lock().allow(key, now))
     }
 
     /// `allow` for each key in order, all at time `now`.

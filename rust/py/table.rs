@@ -282,14 +282,18 @@ impl PySaTable {
     }
 
     /// Batch membership: a bool array.
-    #[pyo3(signature = (spi_i, spi_r, /, *, threads = 0))]
+    #[pyo3(
+        signature = (spi_i, spi_r, /, *, threads = convert::Count::new(0)),
+        text_signature = "($self, spi_i, spi_r, /, *, threads=0)"
+    )]
     fn contains_many<'py>(
         &self,
         py: Python<'py>,
         spi_i: &Bound<'py, PyAny>,
         spi_r: &Bound<'py, PyAny>,
-        threads: usize,
+        threads: convert::Count,
     ) -> PyResult<Bound<'py, PyArray1<bool>>> {
+        let threads = convert::threads(&threads)?;
         let (a, b) = convert::spi_pair(spi_i, spi_r)?;
         let out = self.reading(py, a.len(), |t| {
             let mut out = vec![false; a.len()];
@@ -299,15 +303,19 @@ impl PySaTable {
     }
 
     /// Batch check: row k of ``tokens`` against pair k; an int8 array of TokenCheck codes.
-    #[pyo3(signature = (spi_i, spi_r, tokens, /, *, threads = 0))]
+    #[pyo3(
+        signature = (spi_i, spi_r, tokens, /, *, threads = convert::Count::new(0)),
+        text_signature = "($self, spi_i, spi_r, tokens, /, *, threads=0)"
+    )]
     fn check_many<'py>(
         &self,
         py: Python<'py>,
         spi_i: &Bound<'py, PyAny>,
         spi_r: &Bound<'py, PyAny>,
         tokens: &Bound<'py, PyAny>,
-        threads: usize,
+        threads: convert::Count,
     ) -> PyResult<Bound<'py, PyArray1<i8>>> {
+        let threads = convert::threads(&threads)?;
         let (a, b) = convert::spi_pair(spi_i, spi_r)?;
         let (toks, width) = convert::u8_matrix(tokens, "tokens", a.len())?;
         let out = self.reading(py, a.len(), |t| {

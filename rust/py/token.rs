@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 
 use super::convert;
 use super::detach::run_detached;
-use super::errors::{InvalidSecret, InvalidToken};
+use super::errors::{InvalidGeneration, InvalidSecret, InvalidToken, InvalidTokenLength};
 use crate::token::{Algorithm, TokenMaker};
 
 /// Derives and verifies QCD tokens (RFC 6290 §5.1): HMAC of SPI-I || SPI-R [|| address]
@@ -42,6 +42,19 @@ fn secrets_from(obj: &Bound<'_, PyAny>) -> PyResult<Vec<Zeroizing<Vec<u8>>>> {
     Ok(out)
 }
 
+impl PyTokenMaker {
+    fn generation(&self, g: &convert::Count) -> PyResult<usize> {
+        let n = self.inner.generations();
+        g.value.filter(|&v| v < n).ok_or_else(|| {
+            InvalidGeneration::new_err(format!(
+                "generation {} does not exist: this maker has {n} (0..={})",
+                g.shown(),
+                n - 1
+            ))
+        })
+    }
+}
+
 #[pymethods]
 impl PyTokenMaker {
     #[new]
@@ -49,9 +62,20 @@ impl PyTokenMaker {
     fn new(
         secrets: &Bound<'_, PyAny>,
         algorithm: &str,
-        token_len: Option<usize>,
+        token_len: Option<convert::Count>,
     ) -> PyResult<Self> {
         let alg = Algorithm::parse(algorithm)?;
+        let token_len = match token_len {
+            None => None,
+            Some(c) => Some(c.value.ok_or_else(|| {
+                InvalidTokenLength::new_err(format!(
+                    "token_len {} is not possible for {}: use 16..={}",
+                    c.shown(),
+                    alg.name(),
+                    alg.digest_len()
+                ))
+            })?),
+        };
         let owned = secrets_from(secrets)?;
         let refs: Vec<&[u8]> = owned.iter().map(|s| s.as_slice()).collect();
         Ok(PyTokenMaker {
@@ -87,15 +111,19 @@ impl PyTokenMaker {
     }
 
     /// One token for one SPI pair.
-    #[pyo3(signature = (spi_i, spi_r, /, *, generation = 0, address = None))]
+    #[pyo3(
+        signature = (spi_i, spi_r, /, *, generation = convert::Count::new(0), address = None),
+        text_signature = "($self, spi_i, spi_r, /, *, generation=0, address=None)"
+    )]
     fn token<'py>(
         &self,
         py: Python<'py>,
         spi_i: &Bound<'py, PyAny>,
         spi_r: &Bound<'py, PyAny>,
-        generation: usize,
+        generation: convert::Count,
         address: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
+        let generation = self.generation(&generation)?;
         let a = convert::spi(spi_i, "spi_i")?;
         let b = convert::spi(spi_r, "spi_r")?;
         let addr = convert::address(address)?;
@@ -123,15 +151,20 @@ impl PyTokenMaker {
     }
 
     /// Tokens for arrays of SPI pairs: an (n, token_len) uint8 array.
-    #[pyo3(signature = (spi_i, spi_r, /, *, generation = 0, threads = 0))]
+    #[pyo3(
+        signature = (spi_i, spi_r, /, *, generation = convert::Count::new(0), threads = convert::Count::new(0)),
+        text_signature = "($self, spi_i, spi_r, /, *, generation=0, threads=0)"
+    )]
     fn tokens<'py>(
         &self,
         py: Python<'py>,
         spi_i: &Bound<'py, PyAny>,
         spi_r: &Bound<'py, PyAny>,
-        generation: usize,
-        threads: usize,
+        generation: convert::Count,
+        threads: convert::Count,
     ) -> PyResult<Bound<'py, PyArray2<u8>>> {
+        let generation = self.generation(&generation)?;
+        let threads = convert::threads(&threads)?;
         let (a, b) = convert::spi_pair(spi_i, spi_r)?;
         let n = a.len();
         let tl = self.inner.token_len();
@@ -164,15 +197,19 @@ impl PyTokenMaker {
     }
 
     /// Batch verification: a bool array, True where row k of `tokens` matches pair k.
-    #[pyo3(signature = (spi_i, spi_r, tokens, /, *, threads = 0))]
+    #[pyo3(
+        signature = (spi_i, spi_r, tokens, /, *, threads = convert::Count::new(0)),
+        text_signature = "($self, spi_i, spi_r, tokens, /, *, threads=0)"
+    )]
     fn verify_many<'py>(
         &self,
         py: Python<'py>,
         spi_i: &Bound<'py, PyAny>,
         spi_r: &Bound<'py, PyAny>,
         tokens: &Bound<'py, PyAny>,
-        threads: usize,
+        threads: convert::Count,
     ) -> PyResult<Bound<'py, PyArray1<bool>>> {
+        let threads = convert::threads(&threads)?;
         let (a, b) = convert::spi_pair(spi_i, spi_r)?;
         let n = a.len();
         let (toks, cols) = convert::u8_matrix(tokens, "tokens", n)?;
