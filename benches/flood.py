@@ -23,7 +23,6 @@ versions in tests/test_net.py and tests/test_maker_policy.py).
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import socket
 import subprocess

@@ -11,7 +11,6 @@ import gc
 import os
 
 import numpy as np
-
 from ikeqcd import SaTable
 
 
@@ -58,7 +57,7 @@ def main() -> None:
     gc.collect()
     before = rss()
     d = dict(zip(keys, tok_bytes))
-    print(f"dict of bytes (the keys' tuples and the bytes objects counted too):")
+    print("dict of bytes (the keys' tuples and the bytes objects counted too):")
     print(f"  RSS growth/SA       {(rss() - before) / n:7.1f}  (the dict alone)")
     del keys, tok_bytes
     gc.collect()

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from ikeqcd import SaTable
 
 N = 1_000_000

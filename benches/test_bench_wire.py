@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from ikeqcd import TokenMaker, TokenResponder, wire
 
 N = 100_000

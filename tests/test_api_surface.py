@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import inspect
 
-import pytest
-
 import ikeqcd
+import pytest
 from ikeqcd import errors
 
 DOCUMENTED = {

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from ikeqcd import wire
 from ikeqcd.cli import build_parser, main
 from ikeqcd.secret import SecretStore

@@ -10,7 +10,7 @@ README = (ROOT / "README.md").read_text()
 
 
 def test_readme_example_runs() -> None:
-    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    blocks = re.findall(r"```python\n(.*?)```", README, re.DOTALL)
     assert blocks, "the README has a python example"
     namespace: dict[str, object] = {"__name__": "readme_example"}
     exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102 - our own README
@@ -18,7 +18,7 @@ def test_readme_example_runs() -> None:
 
 
 def test_ci_runs_the_readme_test_command() -> None:
-    sh_blocks = re.findall(r"```sh\n(.*?)```", README, re.S)
+    sh_blocks = re.findall(r"```sh\n(.*?)```", README, re.DOTALL)
     assert len(sh_blocks) >= 2
     main_job, test_cmd = sh_blocks[0].strip(), sh_blocks[1].strip()
     assert "ikeqcd simulate" in main_job

@@ -7,11 +7,10 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
+import ikeqcd
 import numpy as np
 import numpy.typing as npt
 import pytest
-
-import ikeqcd
 from ikeqcd import Reason, TokenMaker, TokenResponder, errors, wire
 from ikeqcd._core import _reason_names
 

@@ -15,9 +15,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import ikeqcd
+import pytest
 from ikeqcd import SecretStore, TokenMaker, errors
 from ikeqcd.secret import MAGIC, SECRET_LEN, _decode, _encode
 

@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 
 import pytest
-
 from ikeqcd import pcap, wire
 from ikeqcd.errors import InvalidArgument
 from ikeqcd.sim import Baseline, SimConfig, simulate

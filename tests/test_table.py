@@ -8,10 +8,9 @@ import pickle
 import threading
 import time
 
+import ikeqcd
 import numpy as np
 import pytest
-
-import ikeqcd
 from ikeqcd import SaTable, TokenCheck, errors
 
 U64 = np.uint64

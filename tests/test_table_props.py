@@ -14,7 +14,6 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
-
 from ikeqcd import SaTable, TokenCheck
 
 U64 = np.uint64

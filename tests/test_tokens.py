@@ -10,12 +10,11 @@ import ipaddress
 import pickle
 import threading
 
+import ikeqcd
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-import ikeqcd
 from ikeqcd import TokenMaker, errors
 from ikeqcd._core import _hmac
 

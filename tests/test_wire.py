@@ -8,7 +8,6 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-
 from ikeqcd import TokenMaker, errors, wire
 
 SPI_I = 0x0102030405060708

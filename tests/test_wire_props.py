@@ -7,7 +7,6 @@ import struct
 
 from hypothesis import given
 from hypothesis import strategies as st
-
 from ikeqcd import Reason, TokenMaker, TokenResponder, errors, wire
 
 U64 = st.integers(min_value=0, max_value=2**64 - 1)

@@ -5,7 +5,7 @@ Users import these names from :mod:`ikeqcd`, never from ``ikeqcd._core``.
 
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address
-from typing import final
+from typing import TypeAlias, final
 
 import numpy as np
 import numpy.typing as npt
@@ -17,8 +17,8 @@ build_profile: str
 DETACH_THRESHOLD: int
 PAR_THRESHOLD: int
 
-_Bytes = bytes | bytearray | memoryview
-_Address = IPv4Address | IPv6Address | bytes | None
+_Bytes: TypeAlias = bytes | bytearray | memoryview
+_Address: TypeAlias = IPv4Address | IPv6Address | bytes | None
 
 @final
 class TokenMaker:
@@ -143,7 +143,7 @@ class RateLimiter:
     def __len__(self) -> int: ...
 # --- wire (IKEv2 codec); the typed public API is ikeqcd.wire -------------------------------
 
-_HeaderTuple = tuple[int, int, int, int, int, int, int, int]
+_HeaderTuple: TypeAlias = tuple[int, int, int, int, int, int, int, int]
 
 def _parse_message(
     datagram: _Bytes, /, *, nat_t: bool | None = None

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ikeqcd import wire
 from ikeqcd.errors import MalformedMessage
 
-__all__ = ["KEY_LEN", "seal", "open_sealed", "inner_notifies", "plain_message", "Unreadable"]
+__all__ = ["KEY_LEN", "Unreadable", "inner_notifies", "open_sealed", "plain_message", "seal"]
 
 KEY_LEN = 20
 _IV = 8

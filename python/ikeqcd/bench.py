@@ -21,7 +21,7 @@ import numpy as np
 
 from ikeqcd._core import TokenMaker
 
-__all__ = ["BenchResult", "run_token_bench", "run_table_bench", "run_wire_bench", "format_results"]
+__all__ = ["BenchResult", "format_results", "run_table_bench", "run_token_bench", "run_wire_bench"]
 
 
 @dataclass

@@ -19,7 +19,7 @@ from pathlib import Path
 from ikeqcd.errors import IkeQcdError, InvalidArgument
 from ikeqcd.net import add_load_parser, add_serve_parser
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 Handler = Callable[[argparse.Namespace], int]
 

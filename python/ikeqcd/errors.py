@@ -8,21 +8,21 @@ that do not know this package. The native core raises these same classes.
 from __future__ import annotations
 
 __all__ = [
-    "IkeQcdError",
-    "InvalidArgument",
-    "InvalidSecret",
-    "InvalidAlgorithm",
-    "InvalidTokenLength",
-    "InvalidGeneration",
-    "InvalidArray",
-    "InvalidSpi",
-    "InvalidAddress",
-    "InvalidToken",
-    "InvalidPolicy",
-    "MalformedMessage",
     "CapacityError",
-    "SecretFileError",
+    "IkeQcdError",
+    "InvalidAddress",
+    "InvalidAlgorithm",
+    "InvalidArgument",
+    "InvalidArray",
+    "InvalidGeneration",
+    "InvalidPolicy",
+    "InvalidSecret",
+    "InvalidSpi",
+    "InvalidToken",
+    "InvalidTokenLength",
+    "MalformedMessage",
     "NetworkError",
+    "SecretFileError",
 ]
 
 

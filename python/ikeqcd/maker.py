@@ -23,7 +23,7 @@ from ikeqcd.errors import InvalidArgument, InvalidPolicy
 from ikeqcd.policy import MakerPolicy
 from ikeqcd.wire import Buffer
 
-__all__ = ["Reason", "TokenResponder", "SupportsContainsMany", "LiveCheck", "Source"]
+__all__ = ["LiveCheck", "Reason", "Source", "SupportsContainsMany", "TokenResponder"]
 
 
 class Reason(enum.IntEnum):
@@ -115,8 +115,17 @@ class TokenResponder:
     """
 
     __slots__ = (
-        "_maker", "_core", "_live", "_live_kind", "_nat_t", "_counts", "_fast", "_policy",
-        "_clock", "_gate", "_admits",
+        "_admits",
+        "_clock",
+        "_core",
+        "_counts",
+        "_fast",
+        "_gate",
+        "_live",
+        "_live_kind",
+        "_maker",
+        "_nat_t",
+        "_policy",
     )
 
     def __init__(

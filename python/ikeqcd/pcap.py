@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 from ikeqcd.errors import InvalidAddress, InvalidArgument
 
-__all__ = ["PcapPacket", "write_pcap", "read_pcap", "LINKTYPE_ETHERNET", "LINKTYPE_RAW"]
+__all__ = ["LINKTYPE_ETHERNET", "LINKTYPE_RAW", "PcapPacket", "read_pcap", "write_pcap"]
 
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101

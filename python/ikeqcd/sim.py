@@ -37,15 +37,20 @@ import numpy as np
 import numpy.typing as npt
 
 from ikeqcd import _protect, wire
-from ikeqcd._core import TokenMaker
-from ikeqcd.errors import InvalidArgument
+from ikeqcd._core import SaTable, TokenMaker
+from ikeqcd.errors import InvalidArgument, MalformedMessage
 from ikeqcd.maker import TokenResponder
 from ikeqcd.policy import MakerPolicy, TakerPolicy
 from ikeqcd.secret import SecretStore
-from ikeqcd._core import SaTable
-from ikeqcd.taker import CheckLiveness, FailureDetector, PeerRestarted, RestartCancelled, VerdictKind
+from ikeqcd.taker import (
+    CheckLiveness,
+    FailureDetector,
+    PeerRestarted,
+    RestartCancelled,
+    VerdictKind,
+)
 
-__all__ = ["Baseline", "SimConfig", "ModeResult", "SimReport", "simulate", "BASELINES"]
+__all__ = ["BASELINES", "Baseline", "ModeResult", "SimConfig", "SimReport", "simulate"]
 
 U64 = npt.NDArray[np.uint64]
 IDX_MASK = 0xFFFF_FFFF
@@ -503,8 +508,8 @@ class _GatewayB:
         for d, src in zip(datagrams, sources):
             try:
                 h = wire.parse_header(d)
-            except Exception:
-                unknown.append(d)
+            except MalformedMessage:
+                unknown.append(d)  # the responder counts it as malformed
                 unknown_src.append(src)
                 continue
             if h.response:
@@ -530,7 +535,7 @@ class _GatewayB:
             key = bytes(self.w.a_key[k])  # the IKE_SA_INIT outcome both sides derived
             try:
                 _, inner_next, inner = _protect.open_sealed(key, d)
-            except (_protect.Unreadable, Exception):
+            except (_protect.Unreadable, MalformedMessage):
                 continue  # §9.2: a live SA's SPIs never get a token, whatever the content
             reply_inner = b""
             reply_next = wire.PAYLOAD_NONE
@@ -814,7 +819,7 @@ class _GatewayA:
         for d, src in zip(datagrams, sources):
             try:
                 h = wire.parse_header(d)
-            except Exception:
+            except MalformedMessage:
                 continue
             k = _k(h.spi_i)
             if k >= w.n:
@@ -1024,7 +1029,7 @@ def _run_mode(
         policy=policy_name,
         schedule=schedule.name,
         sas=cfg.sas,
-        detected=int(len(det)),
+        detected=len(det),
         detect_p50=_percentile(det, 50),
         detect_p99=_percentile(det, 99),
         detect_max=float(det.max()) if len(det) else math.nan,
