@@ -710,10 +710,8 @@ class _GatewayA:
         now = self.net.now()
         si, _sr = self.detector.due_liveness(now, idle=self.cfg.idle)
         if len(si):
-            order = np.argsort(si & np.uint64(IDX_MASK), kind="stable")  # table order is random
-            si = si[order]
             ks = (si & np.uint64(IDX_MASK)).astype(np.int64)
-            ks = ks[(w.state[ks] == UP) & (w.spi_i[ks] == si)]
+            ks = np.sort(ks[(w.state[ks] == UP) & (w.spi_i[ks] == si)])  # table order is random
             self.start_checks(ks[: self.cfg.max_checks_per_scan])
         self.handle_events(self.detector.poll())
         self.net.at(now + self.cfg.scan_interval, self.scan)
