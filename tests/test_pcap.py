@@ -106,3 +106,23 @@ def test_bad_packets_are_refused(tmp_path: Path) -> None:
             pcap.write_pcap(path, [good, bad])  # type: ignore[list-item]
     assert pcap.write_pcap(path, []) == 0
     assert len(rdpcap(str(path))) == 0
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark (Wireshark) not installed")
+def test_wireshark_decodes_the_qcd_reply(tmp_path: Path) -> None:
+    """Wireshark's own IKEv2 dissector (tshark) reads our file: on UDP/500 and, behind the
+    non-ESP marker, on UDP/4500, the reply is N(INVALID_IKE_SPI) then N(QCD_TOKEN) with
+    Protocol ID 0 (erratum 3449), SPI size 0 and our token as the Token Secret Data."""
+    path = tmp_path / "qcd.pcap"
+    packets = exchange()
+    pcap.write_pcap(path, packets)
+    out = subprocess.run(
+        ["tshark", "-r", str(path), "-V", "-Y", "isakmp.notify.msgtype == 16419"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert out.count("Notify Message Type: QUICK_CRASH_DETECTION (16419)") == 2, out
+    assert out.count("Notify Message Type: INVALID_IKE_SPI (4)") == 2, out
+    assert "Malformed" not in out and "Checksum: " in out and "[Checksum Status: Bad]" not in out
+    token = TokenMaker(bytes(32)).token(SPI_I, SPI_R).hex()
+    assert out.count(f"Token Secret Data: {token}") == 2, out
+    assert out.count("Protocol ID: RESERVED (0)") == 4 and out.count("SPI Size: 0") == 4, out
