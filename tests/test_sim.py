@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from ikeqcd import pcap, wire
 from ikeqcd.errors import InvalidArgument
-from ikeqcd.sim import Baseline, SimConfig, simulate
+from ikeqcd.sim import Baseline, ModeResult, SimConfig, simulate
 
 
-def by_mode(cfg: SimConfig) -> dict[str, object]:
+def by_mode(cfg: SimConfig) -> dict[str, ModeResult]:
     return {r.mode: r for r in simulate(cfg).results}
 
 
@@ -32,19 +32,19 @@ def test_qcd_detects_after_reboot_and_baselines_wait_for_timeouts() -> None:
     qh, qr = res["qcd/hardened"], res["qcd/rfc6290"]
     ss, lib = res["no-qcd/strongswan"], res["no-qcd/libreswan"]
     for r in res.values():
-        assert r.detected == 300, r.mode  # type: ignore[attr-defined]
-        assert not math.isnan(r.all_back)  # type: ignore[attr-defined]
-        assert r.wrongly_torn_down == 0  # type: ignore[attr-defined]
+        assert r.detected == 300, r.mode
+        assert not math.isnan(r.all_back)
+        assert r.wrongly_torn_down == 0
     # QCD: the first retransmission after B is back is answered with the token
-    assert 15.0 <= qr.detect_p50 <= 15.0 + 5.0 + 1.0 + 12.96  # type: ignore[attr-defined]
+    assert 15.0 <= qr.detect_p50 <= 15.0 + 5.0 + 1.0 + 12.96
     assert qh.detect_p50 == pytest.approx(qr.detect_p50 + 0.5, abs=0.2)  # accept delay
     # without QCD, A waits for the whole retransmission schedule
-    assert ss.detect_p50 >= 165.0  # type: ignore[attr-defined]
-    assert 60.0 <= lib.detect_p50 <= 60.0 + 5.0 + 2.0  # type: ignore[attr-defined]
-    assert qr.verdicts == {"PEER_RESTARTED": 300}  # type: ignore[attr-defined]
-    assert qh.verdicts["DEFERRED"] == 300  # type: ignore[attr-defined]
-    assert ss.verdicts == {"DISABLED": ss.verdicts["DISABLED"]}  # type: ignore[attr-defined]
-    assert qr.datagrams_after_crash < ss.datagrams_after_crash  # type: ignore[attr-defined]
+    assert ss.detect_p50 >= 165.0
+    assert 60.0 <= lib.detect_p50 <= 60.0 + 5.0 + 2.0
+    assert qr.verdicts == {"PEER_RESTARTED": 300}
+    assert qh.verdicts["DEFERRED"] == 300
+    assert ss.verdicts == {"DISABLED": ss.verdicts["DISABLED"]}
+    assert qr.datagrams_after_crash < ss.datagrams_after_crash
 
 
 def test_deterministic_for_a_seed() -> None:
@@ -61,14 +61,14 @@ def test_loss_still_recovers_every_tunnel() -> None:
 
 def test_standby_replay_attack_issue_202() -> None:
     res = by_mode(SimConfig(sas=200, attack="standby-replay"))
-    assert res["qcd/rfc6290"].wrongly_torn_down == 400  # type: ignore[attr-defined]
-    assert res["qcd/hardened"].wrongly_torn_down == 0  # type: ignore[attr-defined]
-    assert res["qcd/hardened"].restarts_cancelled == 200  # type: ignore[attr-defined]
-    assert res["qcd/hardened"].verdicts["NOT_PENDING"] == 200  # type: ignore[attr-defined]
+    assert res["qcd/rfc6290"].wrongly_torn_down == 400
+    assert res["qcd/hardened"].wrongly_torn_down == 0
+    assert res["qcd/hardened"].restarts_cancelled == 200
+    assert res["qcd/hardened"].verdicts["NOT_PENDING"] == 200
     gate = res["qcd/rfc6290+cluster-gate"]
-    assert gate.wrongly_torn_down == 0  # type: ignore[attr-defined]
-    assert gate.responder.get("standby:LIVE_SA") == 400  # type: ignore[attr-defined]
-    assert "standby:REPLIED" not in gate.responder  # type: ignore[attr-defined]
+    assert gate.wrongly_torn_down == 0
+    assert gate.responder.get("standby:LIVE_SA") == 400
+    assert "standby:REPLIED" not in gate.responder
 
 
 def test_pcap_of_sample_sas(tmp_path: Path) -> None:
