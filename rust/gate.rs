@@ -90,8 +90,12 @@ impl MakerGate {
         if self.cfg.window_end.is_some_and(|end| now > end) {
             return self.bare_or_drop(Reason::OutsideWindow, now);
         }
-        if self.per_source.allow(key, now) && self.global.allow(0, now) {
-            return Reason::Replied;
+        if self.per_source.allow(key, now) {
+            if self.global.allow(0, now) {
+                return Reason::Replied;
+            }
+            // the global limit refused: this source did not get its reply, give its token back
+            self.per_source.refund(key);
         }
         match self.cfg.fallback {
             Fallback::Bare => self.bare_or_drop(Reason::RateLimitedBare, now),
@@ -158,6 +162,29 @@ mod tests {
         .unwrap();
         let r: Vec<Reason> = (0..7).map(|_| silent.decide(1, 0.0)).collect();
         assert_eq!(r[6], Reason::RateLimitedDrop);
+    }
+
+    #[test]
+    fn global_refusal_does_not_spend_the_source_bucket() {
+        let mut g = MakerGate::new(GateConfig {
+            global: (0.0, 2.0),
+            ..cfg()
+        })
+        .unwrap();
+        assert_eq!(g.decide(1, 0.0), Reason::Replied);
+        assert_eq!(g.decide(1, 0.0), Reason::Replied);
+        for _ in 0..10 {
+            assert_ne!(g.decide(1, 0.0), Reason::Replied); // global bucket is empty
+        }
+        // source 1 spent only the 2 tokens it was answered with: 3 of its 5 remain
+        let mut g2 = MakerGate {
+            global: RateLimiter::new(100.0, 100.0, 1).unwrap(),
+            ..g
+        };
+        let replied = (0..10)
+            .filter(|_| g2.decide(1, 0.0) == Reason::Replied)
+            .count();
+        assert_eq!(replied, 3);
     }
 
     #[test]

@@ -168,6 +168,22 @@ impl RateLimiter {
         ok
     }
 
+    /// Give back the token that the last successful [`RateLimiter::allow`] for `key` took
+    /// (the request was refused further on); never above the bucket size.
+    pub fn refund(&mut self, key: u64) {
+        if self.rate.is_infinite() && self.burst.is_infinite() {
+            return;
+        }
+        let burst = self.burst;
+        let b = match self.map.get_mut(&key) {
+            Some(b) => b,
+            None => &mut self.overflow,
+        };
+        b.tokens = (b.tokens + 1.0).min(burst);
+        self.allowed = self.allowed.saturating_sub(1);
+        self.refused += 1;
+    }
+
     /// [`RateLimiter::allow`] for each key in order, all at time `now`.
     pub fn allow_many(&mut self, keys: &[u64], now: f64, out: &mut [bool]) {
         for (k, o) in keys.iter().zip(out.iter_mut()) {
