@@ -1050,6 +1050,25 @@ fn send_loop(
 // System calls
 // ---------------------------------------------------------------------------------------------
 
+/// A datagram to send: `buf[start..end]`, to the source of received slot `to` (server).
+#[derive(Debug, Clone, Copy)]
+struct Seg {
+    start: usize,
+    end: usize,
+    to: usize,
+}
+
+/// What a send did.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sent {
+    /// Datagrams the kernel took, a prefix of the segments given when `dest` is None.
+    sent: usize,
+    /// Their octets.
+    octets: usize,
+    /// Datagrams refused.
+    errors: usize,
+}
+
 #[cfg(target_os = "linux")]
 mod sys {
     //! `recvmmsg`/`sendmmsg`/`ppoll`, UDP GSO/GRO and socket options through `libc`: with the
@@ -1076,24 +1095,7 @@ mod sys {
         Ok(())
     }
 
-    /// A datagram to send: `buf[start..end]`, to the source of received slot `to` (server).
-    #[derive(Debug, Clone, Copy)]
-    pub(super) struct Seg {
-        pub start: usize,
-        pub end: usize,
-        pub to: usize,
-    }
-
-    /// What a send did.
-    #[derive(Debug, Clone, Copy, Default)]
-    pub(super) struct Sent {
-        /// Datagrams the kernel took, a prefix of the segments given when `dest` is None.
-        pub sent: usize,
-        /// Their octets.
-        pub octets: usize,
-        /// Datagrams refused.
-        pub errors: usize,
-    }
+    pub(super) use super::{Seg, Sent};
 
     /// Receive buffers and source addresses for one batch.
     pub(super) struct RecvSlots {
@@ -1511,19 +1513,7 @@ mod sys {
         ))
     }
 
-    #[derive(Debug, Clone, Copy)]
-    pub(super) struct Seg {
-        pub start: usize,
-        pub end: usize,
-        pub to: usize,
-    }
-
-    #[derive(Debug, Clone, Copy, Default)]
-    pub(super) struct Sent {
-        pub sent: usize,
-        pub octets: usize,
-        pub errors: usize,
-    }
+    pub(super) use super::{Seg, Sent};
 
     pub(super) struct RecvSlots;
 

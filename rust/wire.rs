@@ -836,6 +836,22 @@ fn to_u16(n: usize, what: &str) -> CoreResult<u16> {
     })
 }
 
+/// Append `N(QCD_TOKEN)` for each token, chained, the last with Next Payload 0.
+///
+/// # Errors
+/// As [`write_notify`].
+fn write_token_notifies<T: AsRef<[u8]>>(out: &mut Vec<u8>, tokens: &[T]) -> CoreResult<()> {
+    for (k, t) in tokens.iter().enumerate() {
+        let next = if k + 1 == tokens.len() {
+            PAYLOAD_NONE
+        } else {
+            PAYLOAD_NOTIFY
+        };
+        write_notify(out, next, PROTO_NONE, NOTIFY_QCD_TOKEN, t.as_ref())?;
+    }
+    Ok(())
+}
+
 /// Append a Notify payload with an empty SPI (Protocol ID as given) to `out`.
 ///
 /// # Errors
@@ -911,14 +927,7 @@ pub fn build_qcd_reply(req: &Header, tokens: &[&[u8]], nat_t: bool) -> CoreResul
         NOTIFY_INVALID_IKE_SPI,
         &[],
     )?;
-    for (k, t) in tokens.iter().enumerate() {
-        let next = if k + 1 == tokens.len() {
-            PAYLOAD_NONE
-        } else {
-            PAYLOAD_NOTIFY
-        };
-        write_notify(&mut out, next, PROTO_NONE, NOTIFY_QCD_TOKEN, t)?;
-    }
+    write_token_notifies(&mut out, tokens)?;
     Ok(out)
 }
 
@@ -1018,14 +1027,7 @@ pub fn build_invalid_spi_message(
         NOTIFY_INVALID_SPI,
         &child_spi.to_be_bytes(),
     )?;
-    for (k, t) in tokens.iter().enumerate() {
-        let next = if k + 1 == tokens.len() {
-            PAYLOAD_NONE
-        } else {
-            PAYLOAD_NOTIFY
-        };
-        write_notify(&mut out, next, PROTO_NONE, NOTIFY_QCD_TOKEN, t)?;
-    }
+    write_token_notifies(&mut out, tokens)?;
     Ok(out)
 }
 
