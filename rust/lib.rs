@@ -24,6 +24,7 @@
 //! ```
 #![deny(rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
 
+pub mod clock;
 pub mod ct;
 pub mod error;
 pub mod gate;
@@ -33,6 +34,7 @@ pub mod par;
 pub mod ratelimit;
 pub mod responder;
 pub mod shani;
+pub mod srckey;
 pub mod table;
 pub mod token;
 pub mod wire;

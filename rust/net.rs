@@ -1074,7 +1074,7 @@ mod sys {
     //! `recvmmsg`/`sendmmsg`/`ppoll`, UDP GSO/GRO and socket options through `libc`: with the
     //! SHA-NI kernel, the only unsafe code of the crate.
     use std::mem;
-    use std::net::UdpSocket;
+    use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
     use std::os::fd::AsRawFd;
     use std::time::Duration;
 
@@ -1143,8 +1143,8 @@ mod sys {
             self.trunc[k]
         }
 
-        /// The rate-limit key of slot k's source: an IPv4 address as an integer, the upper
-        /// 64 bits of an IPv6 address (as `ikeqcd._keys.source_key`); 0 if unknown.
+        /// The rate-limit key of slot k's source ([`crate::srckey`]: IPv4 and IPv4-mapped
+        /// IPv6 by host, other IPv6 by /64, the same keys as `ikeqcd._keys.source_key`).
         pub(super) fn source_key(&self, k: usize) -> u64 {
             let a = &self.addr[k];
             match i32::from(a.ss_family) {
@@ -1154,17 +1154,16 @@ mod sys {
                     let sin = unsafe {
                         &*(a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()
                     };
-                    u64::from(u32::from_be(sin.sin_addr.s_addr))
+                    crate::srckey::v4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
                 }
                 libc::AF_INET6 => {
                     // SAFETY: as above, for sockaddr_in6.
                     let sin6 = unsafe {
                         &*(a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
                     };
-                    let o = sin6.sin6_addr.s6_addr;
-                    u64::from_be_bytes([o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7]])
+                    crate::srckey::v6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))
                 }
-                _ => 0,
+                _ => crate::srckey::UNKNOWN,
             }
         }
 
@@ -1528,7 +1527,7 @@ mod sys {
             false
         }
         pub(super) fn source_key(&self, _k: usize) -> u64 {
-            0
+            crate::srckey::UNKNOWN
         }
     }
 

@@ -14,6 +14,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 
+use crate::clock::check_time;
 use crate::error::{CoreError, CoreResult};
 
 #[derive(Clone, Copy, Debug)]
@@ -137,7 +138,15 @@ impl RateLimiter {
     }
 
     /// Take one token for `key` at time `now` (seconds, monotonic). True if allowed.
+    ///
+    /// A `now` that is not a usable time ([`crate::clock::check_time`]: NaN, ±inf, beyond
+    /// ±1e12 s) is refused without touching any bucket, so one broken clock reading cannot
+    /// leave a bucket that never refills; the bindings raise `InvalidArgument` for it first.
     pub fn allow(&mut self, key: u64, now: f64) -> bool {
+        if check_time(now, "now").is_err() {
+            self.refused += 1;
+            return false;
+        }
         let (rate, burst) = (self.rate, self.burst);
         if rate.is_infinite() && burst.is_infinite() {
             self.allowed += 1;

@@ -4,8 +4,17 @@
 //!
 //! [`classify`] decides whether a datagram is a candidate for that reply; everything else gets
 //! a [`Reason`]. A candidate is a well-formed IKEv2 request (R=0) whose first payload is
-//! Encrypted (SK, or SKF of RFC 7383), whose exchange type is neither IKE_SA_INIT nor
-//! IKE_SESSION_RESUME, whose SPI-R is not zero, and whose SPI-I is not zero. Whether the SPI
+//! Encrypted (SK, or SKF of RFC 7383) with a body no shorter than the smallest real one
+//! ([`MIN_SK_BODY`]), whose exchange type is neither IKE_SA_INIT nor IKE_SESSION_RESUME,
+//! whose SPI-R is not zero, and whose SPI-I is not zero.
+//!
+//! Reflection bound: an unprotected reply goes to an address nobody has authenticated, so it
+//! must not be a much larger packet than the request that caused it. [`write_reply`] keeps a
+//! reply within [`MAX_AMPLIFICATION`] times its request *on the wire* (IPv4 + UDP headers, 28
+//! octets, counted on both sides: the tighter case; IPv6 adds 20 octets to both and only
+//! lowers the factor) by dropping the oldest secret generations first. The current generation
+//! always fits: the shortest candidate request is 28 + 4 + [`MIN_SK_BODY`] = 49 octets and the
+//! longest single-token reply (64-octet HMAC-SHA-512 tokens) is 108. Whether the SPI
 //! pair is live (RFC 6290 §9.2 MUST NOT) is the caller's knowledge: [`respond_batch`] takes it
 //! as a closure; the Python layer can also run the two passes separately
 //! ([`classify_batch`], then [`build_batch`]) and ask its own live set and policy in between.
@@ -16,7 +25,7 @@ use crate::token::TokenMaker;
 use crate::wire::{
     self, is_encrypted, unframe, FrameError, Header, PayloadIter, EXCHANGE_IKE_SA_INIT,
     EXCHANGE_IKE_SESSION_RESUME, NON_ESP_MARKER, NOTIFY_HEADER_LEN, NOTIFY_INVALID_IKE_SPI,
-    NOTIFY_QCD_TOKEN, PAYLOAD_NONE, PAYLOAD_NOTIFY, PROTO_NONE, VERSION,
+    NOTIFY_QCD_TOKEN, PAYLOAD_NONE, PAYLOAD_NOTIFY, PAYLOAD_SKF, PROTO_NONE, VERSION,
 };
 
 /// What happened to one datagram. The numbering is stable (the Python `Reason` mirrors it).
@@ -114,6 +123,22 @@ impl Reason {
     }
 }
 
+/// The shortest Encrypted payload body (after its 4-octet generic header) of a real protected
+/// request: the 8-octet IV, the Pad Length octet and the 8-octet ICV of the smallest
+/// transform an IKE SA can use, AES-GCM with an 8-octet ICV (RFC 5282; every other IKEv2
+/// transform is longer: AES-GCM-16 and ChaCha20-Poly1305 need 25, AES-CBC with
+/// HMAC-SHA1-96 44). ENCR_NULL is not allowed for IKE SAs (RFC 7296 §3.3.3). An SKF fragment
+/// (RFC 7383) has 4 more octets (Fragment Number, Total Fragments). A shorter body cannot
+/// come from a peer that holds the SA: it is refused as `Unprotected`, which also keeps
+/// 32-octet "header + empty SK" probes from drawing replies 10 times their size.
+pub const MIN_SK_BODY: usize = 8 + 1 + 8;
+
+/// The largest reply / request size ratio on the wire (see the module docs).
+pub const MAX_AMPLIFICATION: usize = 2;
+
+/// IPv4 + UDP header octets, counted on both sides of the amplification bound.
+const WIRE_OVERHEAD: usize = 20 + 8;
+
 /// A request that qualifies for an unprotected reply (before the live check and policy).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Candidate {
@@ -121,6 +146,8 @@ pub struct Candidate {
     pub header: Header,
     /// Whether the request came with a non-ESP marker (the reply gets one too).
     pub nat_t: bool,
+    /// The request datagram's length in octets (the non-ESP marker included).
+    pub request_len: usize,
 }
 
 /// Decide whether `datagram` is a candidate for a QCD reply (see the module docs), or why not.
@@ -156,13 +183,33 @@ pub fn classify(datagram: &[u8], nat_t: Option<bool>) -> Result<Candidate, Reaso
     if !is_encrypted(header.next_payload) {
         return Err(Reason::Unprotected);
     }
+    let min_body = MIN_SK_BODY + if header.next_payload == PAYLOAD_SKF { 4 } else { 0 };
+    match PayloadIter::new(msg, header.next_payload).next() {
+        Some(Ok(p)) if p.body.len() >= min_body => {}
+        _ => return Err(Reason::Unprotected),
+    }
     Ok(Candidate {
         header,
         nat_t: marked,
+        request_len: datagram.len(),
     })
 }
 
-/// Octets of the full reply a maker writes for one candidate.
+/// How many secret generations (newest first) the reply to `c` carries: all of `maker`'s,
+/// less the oldest ones while the reply would exceed [`MAX_AMPLIFICATION`] times the request
+/// on the wire; never fewer than one.
+#[must_use]
+pub fn reply_generations(maker: &TokenMaker, c: &Candidate) -> usize {
+    let budget = MAX_AMPLIFICATION * (WIRE_OVERHEAD + c.request_len);
+    let marker = usize::from(c.nat_t) * NON_ESP_MARKER.len();
+    let tl = maker.token_len();
+    (1..=maker.generations())
+        .rev()
+        .find(|&g| WIRE_OVERHEAD + marker + wire::qcd_reply_len(g, tl) <= budget)
+        .unwrap_or(1)
+}
+
+/// Octets of the largest reply a maker writes for one candidate (every generation).
 #[must_use]
 pub fn reply_len(maker: &TokenMaker, nat_t: bool) -> usize {
     usize::from(nat_t) * NON_ESP_MARKER.len()
@@ -170,12 +217,13 @@ pub fn reply_len(maker: &TokenMaker, nat_t: bool) -> usize {
 }
 
 /// Append the full reply for `c` to `out`, deriving one token per generation of `maker`
-/// straight into the output (current generation first).
+/// straight into the output (current generation first; as many as the amplification bound
+/// allows, see [`reply_generations`]).
 ///
 /// # Errors
 /// Only if the maker is inconsistent (cannot happen with a `TokenMaker` built by `new`).
 pub fn write_reply(maker: &TokenMaker, c: &Candidate, out: &mut Vec<u8>) -> CoreResult<()> {
-    let gens = maker.generations();
+    let gens = reply_generations(maker, c);
     let tl = maker.token_len();
     let length = wire::qcd_reply_len(gens, tl);
     if c.nat_t {

@@ -39,6 +39,7 @@ use std::hash::BuildHasher;
 use subtle::Choice;
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::clock::{check_duration, check_time};
 use crate::ct;
 use crate::error::{CoreError, CoreResult};
 use crate::par;
@@ -429,15 +430,6 @@ fn check_width(width: usize) -> CoreResult<()> {
     }
 }
 
-fn check_time(t: f64, name: &str) -> CoreResult<()> {
-    if t.is_finite() {
-        Ok(())
-    } else {
-        Err(CoreError::InvalidArgument(format!(
-            "{name} must be a finite number of seconds, got {t}"
-        )))
-    }
-}
 
 fn check_pairs(spi_i: &[u64], spi_r: &[u64]) -> CoreResult<()> {
     if spi_i.len() == spi_r.len() {
@@ -723,7 +715,7 @@ impl SaTable {
     /// outbound time; a replacement keeps its times. Returns true when the SA is new.
     ///
     /// # Errors
-    /// `InvalidToken` (length outside 16..=128), `InvalidArgument` (`now` not finite),
+    /// `InvalidToken` (length outside 16..=128), `InvalidArgument` (`now` not a usable time, [`crate::clock`]),
     /// `CapacityExceeded`.
     pub fn insert(&mut self, spi_i: u64, spi_r: u64, token: &[u8], now: f64) -> CoreResult<bool> {
         check_token(token, "token")?;
@@ -987,7 +979,7 @@ impl SaTable {
     /// False when there is no such SA.
     ///
     /// # Errors
-    /// `InvalidArgument` when `now` is not finite.
+    /// `InvalidArgument` when `now` is not a usable time ([`crate::clock`]).
     pub fn touch(&mut self, spi_i: u64, spi_r: u64, now: f64, inbound: bool) -> CoreResult<bool> {
         self.touch_batch(&[spi_i], &[spi_r], now, inbound)
             .map(|n| n == 1)
@@ -1027,22 +1019,18 @@ impl SaTable {
     /// millisecond). An SA without traffic in a direction counts its insertion time there.
     ///
     /// # Errors
-    /// `InvalidArgument` when `now` is not finite or `idle` is negative or not finite.
+    /// `InvalidArgument` when `now` is not a usable time or `idle` not a usable duration
+    /// ([`crate::clock`]).
     pub fn due_liveness(&self, now: f64, idle: f64) -> CoreResult<(Vec<u64>, Vec<u64>)> {
         check_time(now, "now")?;
-        check_time(idle, "idle")?;
-        if idle < 0.0 {
-            return Err(CoreError::InvalidArgument(format!(
-                "idle must be >= 0 seconds, got {idle}"
-            )));
-        }
+        check_duration(idle, "idle")?;
         let now_t = self.tick_of(now);
         let idle_t = (idle * TICKS_PER_SECOND).round() as i64;
         let mut out = (Vec::new(), Vec::new());
         for slot in self.index.iter() {
             let r = self.record(slot.handle);
             let (tin, tout) = (read_u32(r, 0), read_u32(r, 4));
-            if tout > tin && now_t - i64::from(tin) >= idle_t {
+            if tout > tin && now_t.saturating_sub(i64::from(tin)) >= idle_t {
                 out.0.push(slot.spi_i());
                 out.1.push(slot.spi_r());
             }

@@ -160,17 +160,17 @@ def test_live_sa_is_never_answered_with_a_token() -> None:
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c,
     ):
         c.settimeout(0.2)
-        c.sendto(wire.build_request(int(a[0]), int(b[0]), sk_body=bytes(16)), srv.address)
+        c.sendto(wire.build_request(int(a[0]), int(b[0]), sk_body=bytes(25)), srv.address)
         with pytest.raises(TimeoutError):
             c.recvfrom(2048)
-        c.sendto(wire.build_request(int(a[1]), int(b[1]), sk_body=bytes(16)), srv.address)
+        c.sendto(wire.build_request(int(a[1]), int(b[1]), sk_body=bytes(25)), srv.address)
         reply, _ = c.recvfrom(2048)
         assert MAKER.verify(int(a[1]), int(b[1]), wire.parse_qcd_reply(reply).tokens[0])
 
 
 def test_malformed_datagrams_are_counted_never_fatal() -> None:
     rng = np.random.default_rng(1)
-    good = wire.build_request(5, 6, sk_body=bytes(8))
+    good = wire.build_request(5, 6, sk_body=bytes(25))
     junk = [b"", b"\xff", bytes(27), good[:39], good + b"x", bytes(9000)]
     junk += [
         rng.integers(0, 256, int(n), dtype=np.uint8).tobytes() for n in rng.integers(0, 300, 200)

@@ -11,7 +11,7 @@ import ikeqcd
 import numpy as np
 import numpy.typing as npt
 import pytest
-from ikeqcd import Reason, TokenMaker, TokenResponder, errors, wire
+from ikeqcd import MakerPolicy, Reason, TokenMaker, TokenResponder, errors, wire
 from ikeqcd._core import _reason_names
 
 SPI_I = 0xA1A2A3A4A5A6A7A8
@@ -22,7 +22,9 @@ SECRETS = [bytes([0x10 + g]) * 32 for g in range(4)]
 def req(**kw: object) -> bytes:
     spi_i = kw.pop("spi_i", SPI_I)
     spi_r = kw.pop("spi_r", SPI_R)
-    kw.setdefault("sk_body", bytes(range(48)))
+    # 160 octets: a request large enough that the 2x reflection bound leaves every
+    # generation in the reply (test_security_review.py covers the small ones)
+    kw.setdefault("sk_body", bytes(range(160)))
     return wire.build_request(spi_i, spi_r, **kw)  # type: ignore[arg-type]
 
 
@@ -206,7 +208,7 @@ def test_case_18_live_sa_never_gets_a_token(live_kind: str) -> None:
     m = TokenMaker(SECRETS[:1])
     live = make_live(live_kind, {(SPI_I, SPI_R)})
     r = TokenResponder(m, live=live)
-    variants = [req(sk_body=bytes([k]) * k, message_id=k * 7919) for k in range(0, 200, 13)]
+    variants = [req(sk_body=bytes([k]) * k, message_id=k * 7919) for k in range(17, 220, 13)]
     variants += [req(nat_t=True), req(exchange=36), req(exchange=35)]
     replies, reasons = r.respond_many(variants)
     assert replies == [None] * len(variants)
@@ -371,7 +373,7 @@ def test_large_batch_releases_gil_and_matches() -> None:
     rng = np.random.default_rng(9)
     pairs = rng.integers(1, 2**64 - 1, (3000, 2), dtype=np.uint64, endpoint=True)
     ds = [req(spi_i=int(a), spi_r=int(b), message_id=k) for k, (a, b) in enumerate(pairs)]
-    replies, reasons = TokenResponder(m).respond_many(ds)
+    replies, reasons = TokenResponder(m, policy=MakerPolicy.unlimited()).respond_many(ds)
     assert (reasons == 0).all()
     out = wire.parse_qcd_replies([r or b"" for r in replies])
     assert out.ok.all()
@@ -399,11 +401,11 @@ def test_threads_share_a_maker() -> None:
 
     m = TokenMaker(SECRETS[:2])
     ds, _ = mixed_batch(2000)
-    want = TokenResponder(m).respond_many(ds)[0]
+    want = TokenResponder(m, policy=MakerPolicy.unlimited()).respond_many(ds)[0]
     failures: list[str] = []
 
     def worker() -> None:
-        r = TokenResponder(m)
+        r = TokenResponder(m, policy=MakerPolicy.unlimited())
         for _ in range(5):
             if r.respond_many(ds)[0] != want:
                 failures.append("mismatch")

@@ -188,7 +188,10 @@ def test_case_06_rotated_maker_sends_k_plus_1_tokens_and_the_old_one_matches(
     det.token_received(A, B, store.maker().token(A, B))
     for _ in range(rotations):
         store.rotate()
-    answer = TokenResponder(store.maker()).respond(liveness())
+    # a request with some payload (a small one gets fewer: the 2x reflection bound drops the
+    # oldest generations first, see test_security_review.py)
+    big = wire.build_request(A, B, message_id=7, sk_body=bytes(range(160)))
+    answer = TokenResponder(store.maker()).respond(big)
     assert answer is not None
     parsed = wire.parse_qcd_reply(answer)
     assert len(parsed.tokens) == rotations + 1
@@ -501,7 +504,7 @@ def test_case_39_invalid_spi_path(setup: Setup, clock: Clock) -> None:
     needs to be outstanding, whatever the preset."""
     policy = setup.policy.with_(verify_rate=1.0, verify_burst=4.0)
     det = FailureDetector(policy=policy, clock=clock)
-    det.token_received(A, B, MAKER.token(A, B))
+    det.token_received(A, B, MAKER.token(A, B), peer="gw-a")
     det.child_sa_added(CHILD, A, B)
     det.child_sa_added(CHILD + 1, A, B)
     # the header SPIs of the §8.2 message are zero or random: only the child SPI counts
@@ -515,7 +518,7 @@ def test_case_39_invalid_spi_path(setup: Setup, clock: Clock) -> None:
     ev = setup.settle(det, clock, det.receive(good, PEER))  # still accepted from that peer
     assert ev is not None and ev.via == "invalid_spi" and (ev.spi_i, ev.spi_r) == (A, B)
     # rate-limited: the bucket (4) is now empty for that source
-    det.token_received(C, D, MAKER.token(C, D))
+    det.token_received(C, D, MAKER.token(C, D), peer="gw-c")
     det.child_sa_added(CHILD + 9, C, D)
     msg = wire.build_invalid_spi_message(CHILD + 9, [MAKER.token(C, D)], nat_t=True)
     assert det.receive(msg, PEER).kind is VerdictKind.RATE_LIMITED
@@ -811,28 +814,44 @@ def test_accept_delay_cancel(how: str, clock: Clock) -> None:
 def test_dampening_per_peer(clock: Clock) -> None:
     """After a QCD teardown for a peer, SAs (re)established with that peer ignore QCD for
     ``dampening`` seconds; SAs that existed before the teardown still go (a gateway with many
-    SAs restarts: all must go); other peers are not affected. Without ``peer_of`` the peer is
-    the source address of the unprotected message, so a token sent from another address is
-    not dampened (see the next test for ``peer_of``)."""
+    SAs restarts: all must go); other peers are not affected. The peer is the identity given
+    with the protected token (``token_received(..., peer=...)``), never the source address of
+    the unprotected message: a replay from another address is dampened all the same."""
     policy = TakerPolicy.rfc6290().with_(dampening=60.0)
     det = FailureDetector(policy=policy, clock=clock)
     old = [(A + k, B + k) for k in range(5)]
     for a, b in old:
-        det.token_received(a, b, MAKER.token(a, b))
+        det.token_received(a, b, MAKER.token(a, b), peer="gw-1")
+    det.token_received(A + 9, B + 9, MAKER.token(A + 9, B + 9), peer="gw-2")
     assert det.receive(reply(*old[0]), PEER).restarted
     clock.advance(1.0)
-    det.token_received(C, D, MAKER.token(C, D))  # rebuilt with the same peer
+    det.token_received(C, D, MAKER.token(C, D), peer="gw-1")  # rebuilt with the same peer
+    det.token_received(C + 1, D + 1, MAKER.token(C + 1, D + 1), peer="gw-2")  # another peer
     for a, b in old[1:]:  # pre-existing SAs of that peer: not dampened (and (C, D) stays so)
         assert det.receive(reply(a, b), PEER).restarted
     v = det.receive(reply(C, D), PEER)
     assert v.kind is VerdictKind.DAMPENED and (C, D) in det.table
-    assert det.receive(reply(C, D), ("192.0.2.99", 500)).restarted is True  # keyed per peer
-    det.token_received(C, D, MAKER.token(C, D))
+    for spoofed in (("192.0.2.99", 500), STANDBY, ("::ffff:192.0.2.1", 4500)):
+        assert det.receive(reply(C, D), spoofed).kind is VerdictKind.DAMPENED
+    assert det.receive(reply(C + 1, D + 1), PEER).restarted  # gw-2 is not dampened
+    det.token_received(C, D, MAKER.token(C, D), peer="gw-1")
     clock.advance(59.5)
     assert det.receive(reply(C, D), PEER).kind is VerdictKind.DAMPENED
     clock.advance(0.5)  # 60 s after the last teardown (at t + 1): the window is over
     assert det.receive(reply(C, D), PEER).restarted
     assert det.poll() == []
+
+
+def test_dampening_without_identity_is_shared_not_per_source(clock: Clock) -> None:
+    """SAs stored without a peer identity share one dampening key: after a QCD teardown,
+    every SA stored since then without an identity ignores QCD for the window, from any
+    source address (before the fix, a replay from another address got through)."""
+    det = FailureDetector(policy=TakerPolicy.rfc6290().with_(dampening=60.0), clock=clock)
+    det.token_received(A, B, MAKER.token(A, B))
+    assert det.receive(reply(), PEER).restarted
+    det.token_received(C, D, MAKER.token(C, D))  # re-established, no identity given
+    for src in (PEER, STANDBY, ("192.0.2.99", 500)):
+        assert det.receive(reply(C, D), src).kind is VerdictKind.DAMPENED
 
 
 def test_dampening_with_peer_of(clock: Clock) -> None:
@@ -969,7 +988,9 @@ class Model:
         self.pending: dict[int, int] = {}
         self.held: dict[int, tuple[float, int]] = {}  # pair -> (due, source)
         self.born: dict[int, int] = {}  # pair -> order of its last protected store
-        self.window: dict[int, tuple[int, float]] = {}  # source -> (order of teardown, until)
+        # peer identity (given at the protected store: pair p belongs to peer p % 2) ->
+        # (order of teardown, until); the unprotected message's source never counts
+        self.window: dict[int, tuple[int, float]] = {}
         self.seq = 0  # orders stores and teardowns: "after the teardown", not "at a later time"
         self.queue: list[tuple[str, int]] = []
 
@@ -995,10 +1016,10 @@ class Model:
     def restart(self, p: int, src: int) -> tuple[str, int]:
         self.delete(p)
         if self.policy.dampening > 0:
-            old = self.window.get(src)
+            old = self.window.get(p % 2)
             self.seq += 1
             since = old[0] if old is not None and old[1] > self.now else self.seq
-            self.window[src] = (since, self.now + self.policy.dampening)
+            self.window[p % 2] = (since, self.now + self.policy.dampening)
         return ("restarted", p)
 
     def reply(self, p: int, mid: int, j: int, src: int) -> tuple[str, tuple[str, int] | None]:
@@ -1012,7 +1033,7 @@ class Model:
                 return "NOT_PENDING", None
             if self.pending[p] != mid:
                 return "WRONG_MESSAGE_ID", None
-        w = self.window.get(src)
+        w = self.window.get(p % 2)
         if w is not None and self.now < w[1] and self.born.get(p, -1) > w[0]:
             return "DAMPENED", None
         if p in self.held:
@@ -1094,14 +1115,14 @@ def test_detector_follows_the_model(policy: TakerPolicy, ops: list[tuple[object,
     det = FailureDetector(policy=policy, clock=clock)
     model = Model(policy)
     for first in range(len(PAIRS)):  # all SAs up, with token 0, at the start
-        det.token_received(*PAIRS[first], _tok(first, 0))
+        det.token_received(*PAIRS[first], _tok(first, 0), peer=f"gw{first % 2}")
         model.store(first, 0)
     for op in ops:
         kind = op[0]
         if kind == "store":
             p, j = op[1], op[2]
             assert isinstance(p, int) and isinstance(j, int)
-            det.token_received(*PAIRS[p], _tok(p, j))
+            det.token_received(*PAIRS[p], _tok(p, j), peer=f"gw{p % 2}")
             model.store(p, j)
         elif kind == "delete":
             assert isinstance(op[1], int)

@@ -242,12 +242,14 @@ def test_invalid_spi_message_8_2() -> None:
 
 
 def test_build_request_shape_case_43() -> None:
-    """Case 43 shape: header (37, R=0, next 46) + SK whose inner Next Payload is 0."""
+    """Case 43 shape: header (37, R=0, next 46) + SK whose inner Next Payload is 0; by
+    default the SK body has the size of an empty INFORMATIONAL under AES-GCM-16 (IV 8, Pad
+    Length 1, ICV 16), never empty: an empty SK is not a real liveness check."""
     d = wire.build_request(SPI_I, SPI_R)
-    assert len(d) == 32
+    assert len(d) == 28 + 4 + wire.LIVENESS_SK_BODY == 57
     m = wire.parse_message(d)
     assert m.encrypted and m.header.next_payload == 46 and not m.header.response
-    assert m.payloads[0].next_payload == 0 and m.payloads[0].body == b""
+    assert m.payloads[0].next_payload == 0 and m.payloads[0].body == bytes(25)
     d = wire.build_request(SPI_I, SPI_R, inner_next=41, sk_body=b"iv+ct+icv", response=True)
     m = wire.parse_message(d)
     assert m.payloads[0].next_payload == 41 and m.payloads[0].body == b"iv+ct+icv"

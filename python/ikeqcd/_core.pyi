@@ -16,6 +16,11 @@ __version__: str
 build_profile: str
 DETACH_THRESHOLD: int
 PAR_THRESHOLD: int
+MIN_SK_BODY: int
+MAX_AMPLIFICATION: int
+
+def _source_key(octets: bytes, /) -> int:
+    """Rate-limit key of a source address given as 4 or 16 raw octets (rust/srckey.rs)."""
 
 _Bytes: TypeAlias = bytes | bytearray | memoryview
 _Address: TypeAlias = IPv4Address | IPv6Address | bytes | None

@@ -18,7 +18,8 @@ import numpy.typing as npt
 
 from ikeqcd import _core
 from ikeqcd._core import TokenMaker
-from ikeqcd._keys import source_key
+from ikeqcd._clock import read_clock
+from ikeqcd._keys import UNKNOWN_SOURCE, source_key
 from ikeqcd.errors import InvalidArgument, InvalidPolicy
 from ikeqcd.policy import MakerPolicy
 from ikeqcd.wire import Buffer
@@ -105,6 +106,17 @@ class TokenResponder:
             exception from it propagates and nothing is sent (fail closed).
         nat_t: ``True`` for a UDP/4500 socket (non-ESP marker required; ESP is
             ``Reason.ESP``), ``False`` for UDP/500, ``None`` to auto-detect per datagram.
+        policy: the reply policy; ``MakerPolicy()`` (per-source and global limits on) by
+            default. Pass ``MakerPolicy.unlimited()`` explicitly for benchmarks and closed
+            test beds: every unknown-SPI request from anywhere then draws a reply.
+        clock: monotonic seconds for the rate limits; each reading is checked (a NaN,
+            infinite or absurd reading raises ``InvalidArgument``, nothing is sent).
+
+    Reflection bound (always on): a request must carry an SK body of at least
+    ``wire.MIN_SK_BODY`` octets (the smallest real transform), and a reply stays within
+    ``MAX_AMPLIFICATION`` (2) times its request's size on the wire, IP and UDP headers
+    included: older secret generations are left out of the reply when needed, the current
+    one never is.
 
     Policy seam: :meth:`admit` is called with the candidates that passed the live check and
     may downgrade each one (switch off, rate limits, startup window). The default admits
@@ -147,12 +159,16 @@ class TokenResponder:
         self._live: Any = live
         self._live_kind = self._kind_of(live)
         self._counts = [0] * _N_REASONS
-        if policy is not None and not isinstance(policy, MakerPolicy):
+        if policy is None:
+            policy = MakerPolicy()
+        if not isinstance(policy, MakerPolicy):
             raise InvalidArgument(f"policy must be a MakerPolicy, got {type(policy).__name__}")
+        if not callable(clock):
+            raise InvalidArgument(f"clock must be a callable returning seconds, got {clock!r}")
         self._policy = policy
         self._clock = clock
         self._gate: Any = None
-        if policy is not None:
+        if policy != MakerPolicy.unlimited():
             self._gate = _core._MakerGate(
                 enabled=policy.enabled,
                 per_source_rate=policy.per_source_rate,
@@ -161,7 +177,7 @@ class TokenResponder:
                 global_burst=policy.global_burst,
                 bare_rate=policy.bare_rate,
                 fallback=policy.flood_fallback,
-                window_end=None if policy.token_window is None else clock() + policy.token_window,
+                window_end=None if policy.token_window is None else read_clock(clock) + policy.token_window,
                 max_sources=policy.max_sources,
             )
         self._admits = self._gate is not None or type(self).admit is not TokenResponder.admit
@@ -239,14 +255,14 @@ class TokenResponder:
         if self._gate is None:
             return
         if sources is None:
-            keys = np.zeros(len(reasons), dtype=np.uint64)
+            keys = np.full(len(reasons), UNKNOWN_SOURCE, dtype=np.uint64)
         else:
             keys = np.fromiter((source_key(src[0]) for src in sources), dtype=np.uint64, count=len(sources))
-        self._gate.decide_many(reasons, keys, self._clock())
+        self._gate.decide_many(reasons, keys, read_clock(self._clock))
 
     @property
-    def policy(self) -> MakerPolicy | None:
-        """The reply policy, if any."""
+    def policy(self) -> MakerPolicy:
+        """The reply policy (``MakerPolicy()`` unless another was given)."""
         return self._policy
 
     @property

@@ -74,8 +74,14 @@ class MakerPolicy:
         token_window: seconds after start during which tokens are sent at all (§9.3: limits
             dictionary building); ``None`` means always. After the window, requests get the
             flood fallback.
-        max_sources: most per-source buckets kept (least recently used are forgotten), which
-            bounds memory under a flood of spoofed sources.
+        max_sources: most per-source buckets kept, which bounds memory under a flood of
+            spoofed sources. When the map is full, buckets that have refilled completely are
+            forgotten first (losing nothing: a new bucket starts full); once every bucket is
+            still active, *new* sources share one overflow bucket until some refill. During
+            such a flood, legitimate peers seen for the first time share that bucket with the
+            flood (peers already tracked keep their own), so size this above the number of
+            peers you expect to answer at once. A source is an IPv4 host (IPv4-mapped IPv6
+            included) or an IPv6 /64.
     """
 
     enabled: bool = True

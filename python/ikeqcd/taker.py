@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ikeqcd._core import RateLimiter, SaTable
+from ikeqcd._clock import check_time, read_clock
 from ikeqcd._keys import source_key
 from ikeqcd.errors import InvalidArgument, InvalidSpi, MalformedMessage
 from ikeqcd.policy import TakerPolicy
@@ -143,6 +144,10 @@ class _Held:
     via: str
 
 
+_UNKNOWN_PEER = ("ikeqcd", "unknown peer")
+"""The dampening key of SAs whose peer identity was never given."""
+
+
 @dataclass
 class _Counters:
     by_kind: dict[str, int] = field(default_factory=dict)
@@ -159,8 +164,11 @@ class FailureDetector:
         policy: :meth:`TakerPolicy.hardened` by default; :meth:`TakerPolicy.rfc6290` for the
             plain RFC.
         clock: monotonic seconds; tests pass a fake clock.
-        peer_of: maps an SA to its peer identity for dampening; by default the source address
-            of the unprotected message is used.
+        peer_of: maps an SA to its peer identity for dampening (the authenticated IKE
+            identity, IDi/IDr). Without it, the ``peer`` given to :meth:`token_received` is
+            used; SAs stored without one share a single "unknown peer" key (after a QCD
+            teardown, every SA stored since then without an identity is dampened). Never the
+            source address of the unprotected message: an attacker chooses that one.
     """
 
     def __init__(
@@ -187,6 +195,7 @@ class FailureDetector:
         # (equal readings are common: a batch, a coarse clock). peer -> (teardown seq, until)
         self._dampened: dict[Hashable, tuple[int, float]] = {}
         self._born: dict[Pair, int] = {}  # SAs stored while some peer is dampened -> seq
+        self._peer: dict[Pair, Hashable] = {}  # identity learned in the protected exchange
         self._seq = 0
         self._children: dict[int, Pair] = {}  # child SPI -> its IKE SA
         self._children_of: dict[Pair, set[int]] = {}  # and back, so teardown is O(children)
@@ -205,14 +214,20 @@ class FailureDetector:
 
     # -- protected side: what the IKE daemon tells us ------------------------------------
 
-    def token_received(self, spi_i: int, spi_r: int, token: bytes) -> None:
+    def token_received(
+        self, spi_i: int, spi_r: int, token: bytes, *, peer: Hashable | None = None
+    ) -> None:
         """A QCD_TOKEN arrived in a *protected* exchange (IKE_AUTH, rekey response, or a
         gratuitous INFORMATIONAL): store it, replacing the SA's current one (§3, §4.4).
 
-        A protected message proves the peer holds the SA: a restart held for it is cancelled
+        ``peer`` is the peer's authenticated identity from that exchange (IDi/IDr, or any
+        hashable that names the peer): dampening is keyed on it (see ``peer_of``). A
+        protected message proves the peer holds the SA: a restart held for it is cancelled
         (:class:`RestartCancelled` from :meth:`poll`)."""
-        now = self._clock()
+        now = self._now()
         self.table.insert(spi_i, spi_r, token, now=now)
+        if peer is not None:
+            self._peer[(spi_i, spi_r)] = peer
         self._seq += 1
         if self._dampened:
             self._born[(spi_i, spi_r)] = self._seq
@@ -224,10 +239,14 @@ class FailureDetector:
         spi_i: npt.NDArray[np.uint64],
         spi_r: npt.NDArray[np.uint64],
         tokens: npt.NDArray[np.uint8],
+        *,
+        peer: Hashable | None = None,
     ) -> None:
-        """Batch :meth:`token_received` (for staging many SAs at once)."""
-        now = self._clock()
+        """Batch :meth:`token_received` (for staging many SAs at once), all with one peer."""
+        now = self._now()
         self.table.insert_many(spi_i, spi_r, tokens, now=now)
+        if peer is not None:
+            self._peer.update(dict.fromkeys(zip(spi_i.tolist(), spi_r.tolist()), peer))
         self._seq += 1
         if self._dampened or self._held:
             for pair in zip(spi_i.tolist(), spi_r.tolist()):
@@ -242,6 +261,7 @@ class FailureDetector:
         self._pending.pop(pair, None)
         self._held.pop(pair, None)
         self._born.pop(pair, None)
+        self._peer.pop(pair, None)
         self._forget_children(pair)
 
     def _forget_children(self, pair: Pair) -> None:
@@ -277,7 +297,7 @@ class FailureDetector:
         _message_id(message_id)
         if self._pending.get(pair) == message_id:
             del self._pending[pair]
-        self._cancel(pair, self._clock())
+        self._cancel(pair, self._now())
 
     def _cancel(self, pair: Pair, now: float) -> None:
         if self._held.pop(pair, None) is not None:
@@ -297,7 +317,7 @@ class FailureDetector:
         network input: malformed data is a verdict)."""
         if not self.policy.enabled:
             return self._verdict(VerdictKind.DISABLED)
-        now = self._clock()
+        now = self._now()
         try:
             reply = parse_qcd_reply(datagram, nat_t=nat_t)
         except MalformedMessage as e:
@@ -341,7 +361,7 @@ class FailureDetector:
                     VerdictKind.WRONG_MESSAGE_ID, pair,
                     f"reply has {reply.message_id}, outstanding request has {want}",
                 )
-        window = self._dampened.get(self._peer_key(pair, source))
+        window = self._dampened.get(self._peer_key(pair))
         if window is not None and now < window[1]:
             born = self._born.get(pair)
             if born is not None and born > window[0]:
@@ -373,10 +393,15 @@ class FailureDetector:
         event = CheckLiveness(pair[0], pair[1], now)
         return self._verdict(VerdictKind.NO_TOKEN, pair, "liveness check requested", event)
 
-    def _peer_key(self, pair: Pair, source: tuple[str, int]) -> Hashable:
+    def _now(self) -> float:
+        return read_clock(self._clock)
+
+    def _peer_key(self, pair: Pair) -> Hashable:
+        # Authenticated identities only: peer_of, else what token_received was told, else
+        # one shared key. Never the unprotected message's source (attacker-chosen).
         if self._peer_of is not None:
             return self._peer_of(*pair)
-        return source[0]
+        return self._peer.get(pair, _UNKNOWN_PEER)
 
     def _restart(self, pair: Pair, source: tuple[str, int], via: str, now: float) -> PeerRestarted:
         # The token has been revealed in the clear: it is spent. Forget it, so duplicate
@@ -385,8 +410,9 @@ class FailureDetector:
         self._pending.pop(pair, None)
         self._forget_children(pair)
         self._born.pop(pair, None)
+        peer = self._peer_key(pair)
+        self._peer.pop(pair, None)
         if self.policy.dampening > 0:
-            peer = self._peer_key(pair, source)
             old = self._dampened.get(peer)
             self._seq += 1
             since = old[0] if old is not None and old[1] > now else self._seq
@@ -397,7 +423,7 @@ class FailureDetector:
         """Decisions that became due (held restarts whose delay expired) and cancellations of
         held restarts, oldest first. Events decided inside :meth:`receive` are not repeated
         here (they are in its :class:`Verdict`)."""
-        now = self._clock()
+        now = self._now()
         for pair, held in list(self._held.items()):
             if held.due <= now:
                 del self._held[pair]
@@ -421,7 +447,7 @@ class FailureDetector:
                      ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
         """SAs with outbound traffic but no inbound for ``idle`` seconds (seed issue 200)."""
         return self.table.due_liveness(
-            self._clock() if now is None else now,
+            self._now() if now is None else check_time(now),
             idle=self.policy.liveness_idle if idle is None else idle,
         )
 

@@ -44,9 +44,11 @@ __all__ = [
     "FLAG_R",
     "FLAG_V",
     "HEADER_LEN",
+    "LIVENESS_SK_BODY",
     "MAX_PAYLOADS",
     "MAX_REPLY_TOKENS",
     "MAX_TOKEN_LEN",
+    "MIN_SK_BODY",
     "MIN_TOKEN_LEN",
     "NON_ESP_MARKER",
     "NOTIFY_COOKIE",
@@ -532,6 +534,17 @@ def build_invalid_spi_message(
     )
 
 
+MIN_SK_BODY: int = _core.MIN_SK_BODY
+"""The shortest SK body a responder accepts as a real protected request: 8-octet IV, Pad
+Length and the 8-octet ICV of AES-GCM-8, the smallest IKE transform (SKF: 4 more)."""
+
+LIVENESS_SK_BODY = 25
+"""The SK body of an empty INFORMATIONAL under AES-GCM-16: what :func:`build_request` sends
+by default."""
+
+_LIVENESS_BODY = bytes(LIVENESS_SK_BODY)
+
+
 def build_request(
     spi_i: int,
     spi_r: int,
@@ -541,25 +554,33 @@ def build_request(
     initiator: bool = True,
     response: bool = False,
     inner_next: int = PAYLOAD_NONE,
-    sk_body: Buffer = b"",
+    sk_body: Buffer | None = None,
     nat_t: bool = False,
 ) -> bytes:
     """A protected-looking message ``HDR, SK{...}`` whose SK payload carries ``sk_body`` as
-    opaque octets (no encryption happens). With the defaults it has the shape of a liveness
-    check (RFC 7296 §1.4, spec case 43).
+    opaque octets (no encryption happens).
+
+    With the defaults it has the size of a real liveness check, an empty INFORMATIONAL
+    request (RFC 7296 §1.4, spec case 43) under AES-GCM with a 16-octet ICV: an SK body of
+    ``LIVENESS_SK_BODY`` = 25 zero octets (8-octet IV, Pad Length, 16-octet ICV), 57 octets
+    in all. A responder refuses SK bodies shorter than ``MIN_SK_BODY`` (17 octets, the
+    smallest real transform) as ``Reason.UNPROTECTED``: an empty SK is *not* the shape of a
+    liveness check.
 
     Args:
         spi_i: SPI-I. spi_r: SPI-R.
         exchange: exchange type. message_id: Message ID.
         initiator: set the I flag. response: set the R flag (to build responses for tests).
         inner_next: the SK payload's Next Payload (type of the first inner payload).
-        sk_body: IV, ciphertext and ICV as the caller wants them.
+        sk_body: IV, ciphertext and ICV as the caller wants them (default: 25 zero octets).
         nat_t: prefix the non-ESP marker.
 
     Raises:
         InvalidSpi: an SPI outside 0..2**64-1.
         InvalidArgument: a header field out of range, or ``sk_body`` too long for one payload.
     """
+    if sk_body is None:
+        sk_body = _LIVENESS_BODY
     if isinstance(sk_body, (bytes, bytearray, memoryview)) and len(sk_body) > _MAX_SK_BODY:
         raise InvalidArgument(
             f"sk_body of {len(sk_body)} octets does not fit one SK payload (max {_MAX_SK_BODY})"

@@ -63,6 +63,7 @@ impl PyMakerGate {
         now: f64,
     ) -> PyResult<()> {
         let keys = convert::u64_vec(keys, "keys")?;
+        crate::clock::check_time(now, "now")?;
         let mut rw = reasons.try_readwrite().map_err(|e| {
             InvalidPolicy::new_err(format!("reasons must be a writable int8 array: {e}"))
         })?;

@@ -19,7 +19,7 @@ mod _core {
     #[pymodule_export]
     use super::gate::PyMakerGate;
     #[pymodule_export]
-    use super::ratelimit::PyRateLimiter;
+    use super::ratelimit::{source_key_py, PyRateLimiter};
     #[pymodule_export]
     use super::responder::{reason_names_py, PyResponder};
     #[pymodule_export]
@@ -50,6 +50,8 @@ mod _core {
         m.add("build_profile", profile)?;
         m.add("DETACH_THRESHOLD", super::detach::DETACH_THRESHOLD)?;
         m.add("PAR_THRESHOLD", crate::par::PAR_THRESHOLD)?;
+        m.add("MIN_SK_BODY", crate::responder::MIN_SK_BODY)?;
+        m.add("MAX_AMPLIFICATION", crate::responder::MAX_AMPLIFICATION)?;
         Ok(())
     }
 }

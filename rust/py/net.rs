@@ -91,6 +91,7 @@ impl PyUdpServer {
     #[pyo3(signature = (now, seconds, /))]
     fn run(&self, py: Python<'_>, now: f64, seconds: f64) -> PyResult<bool> {
         let budget = self::seconds(seconds, "seconds")?;
+        crate::clock::check_time(now, "now")?;
         let gate = self.gate.as_ref().map(|g| &g.get().inner);
         let live = self.live.as_ref().map(|t| &t.get().inner);
         run_detached(py, ALWAYS, || {

@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 
 use super::convert;
 use super::errors::{InvalidArgument, InvalidPolicy};
+use crate::clock::check_time;
 use crate::ratelimit::RateLimiter;
 
 /// Keyed token buckets with bounded memory (keys: an IPv4 address as an int, or the upper 64
@@ -53,6 +54,7 @@ impl PyRateLimiter {
                 e
             }
         })?;
+        check_time(now, "now")?;
         Ok(self.lock().allow(key, now))
     }
 
@@ -65,6 +67,7 @@ impl PyRateLimiter {
         now: f64,
     ) -> PyResult<Bound<'py, PyArray1<bool>>> {
         let keys = convert::u64_vec(keys, "keys")?;
+        check_time(now, "now")?;
         let mut out = vec![false; keys.len()];
         self.lock().allow_many(&keys, now, &mut out);
         Ok(out.into_pyarray(py))
@@ -90,4 +93,12 @@ impl PyRateLimiter {
             g.refused
         )
     }
+}
+
+/// The rate-limit key of a source address given as its 4 or 16 raw octets (see
+/// `crate::srckey`); the socket path computes the same key.
+#[pyfunction(name = "_source_key")]
+#[pyo3(signature = (octets, /))]
+pub fn source_key_py(octets: &[u8]) -> u64 {
+    crate::srckey::of_octets(octets)
 }
