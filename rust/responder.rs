@@ -183,7 +183,12 @@ pub fn classify(datagram: &[u8], nat_t: Option<bool>) -> Result<Candidate, Reaso
     if !is_encrypted(header.next_payload) {
         return Err(Reason::Unprotected);
     }
-    let min_body = MIN_SK_BODY + if header.next_payload == PAYLOAD_SKF { 4 } else { 0 };
+    let min_body = MIN_SK_BODY
+        + if header.next_payload == PAYLOAD_SKF {
+            4
+        } else {
+            0
+        };
     match PayloadIter::new(msg, header.next_payload).next() {
         Some(Ok(p)) if p.body.len() >= min_body => {}
         _ => return Err(Reason::Unprotected),
@@ -426,13 +431,59 @@ mod tests {
     }
 
     fn request(opts: RequestOptions) -> Vec<u8> {
+        // large enough that the reflection bound keeps every generation
         build_request(
             0xaaaa_0000_0000_aaaa,
             0xbbbb_0000_0000_bbbb,
-            &[0u8; 40],
+            &[0u8; 160],
             &opts,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn short_sk_bodies_are_not_candidates() {
+        for (kind, min) in [
+            (wire::PAYLOAD_SK, MIN_SK_BODY),
+            (PAYLOAD_SKF, MIN_SK_BODY + 4),
+        ] {
+            for len in 0..=min {
+                let mut req =
+                    build_request(1, 2, &vec![0u8; len], &RequestOptions::default()).unwrap();
+                req[16] = kind;
+                let got = classify(&req, Some(false));
+                if len < min {
+                    assert_eq!(got, Err(Reason::Unprotected), "{kind} {len}");
+                } else {
+                    assert_eq!(got.unwrap().request_len, 28 + 4 + len);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn replies_stay_within_twice_the_request_on_the_wire(
+            gens in 1usize..=4,
+            alg in prop::sample::select(vec![Algorithm::HmacSha256, Algorithm::HmacSha512, Algorithm::HmacSha1]),
+            body in MIN_SK_BODY..400,
+            nat_t: bool,
+        ) {
+            let secrets: Vec<[u8; 32]> = (0..gens).map(|g| [g as u8 + 1; 32]).collect();
+            let refs: Vec<&[u8]> = secrets.iter().map(|s| &s[..]).collect();
+            let m = TokenMaker::new(&refs, alg, None).unwrap();
+            let req = build_request(1, 2, &vec![0u8; body], &RequestOptions { nat_t, ..Default::default() }).unwrap();
+            let mut out = Vec::new();
+            prop_assert_eq!(respond(&m, &req, None, |_, _| false, &mut out).unwrap(), Reason::Replied);
+            prop_assert!(28 + out.len() <= 2 * (28 + req.len()));
+            let p = parse_qcd_reply(&out, Some(nat_t)).unwrap();
+            let n = p.tokens().len();
+            prop_assert!(n >= 1 && n <= gens);
+            // no generation dropped that would have fitted
+            if n < gens {
+                prop_assert!(28 + out.len() + 8 + m.token_len() > 2 * (28 + req.len()));
+            }
+        }
     }
 
     #[test]

@@ -430,7 +430,6 @@ fn check_width(width: usize) -> CoreResult<()> {
     }
 }
 
-
 fn check_pairs(spi_i: &[u64], spi_r: &[u64]) -> CoreResult<()> {
     if spi_i.len() == spi_r.len() {
         Ok(())
