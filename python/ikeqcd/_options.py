@@ -140,6 +140,10 @@ def port(*, zero: bool = True) -> Number:
     return Number(int, 0 if zero else 1, 65535, unit="port number" if zero else "")
 
 
+def _one_of(items: tuple[str, ...]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
+
+
 class Path:
     """A file option, checked before any work starts.
 
@@ -170,7 +174,7 @@ class Path:
             raise _Err("an empty path")
         p = _P(text)
         if self.extensions and p.suffix.lower() not in self.extensions:
-            raise _Err(f"must end in {' or '.join(self.extensions)}, got {text!r}")
+            raise _Err(f"must end in {_one_of(self.extensions)}, got {text!r}")
         if p.is_dir():
             example = p / ("qcd.secret" if self.mode == "secret" else "FILE")
             raise _Err(f"{text} is a directory; give a file's path, e.g. {example}")
