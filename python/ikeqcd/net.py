@@ -960,7 +960,7 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def _policy_from(args: argparse.Namespace) -> MakerPolicy:
     policy = MakerPolicy.unlimited() if args.unlimited else MakerPolicy()
     changes: dict[str, object] = {}
-    for opt, fieldname in (
+    for option, fieldname in (
         ("per_source_rate", "per_source_rate"),
         ("per_source_burst", "per_source_burst"),
         ("global_rate", "global_rate"),
@@ -969,7 +969,7 @@ def _policy_from(args: argparse.Namespace) -> MakerPolicy:
         ("fallback", "flood_fallback"),
         ("token_window", "token_window"),
     ):
-        v = getattr(args, opt)
+        v = getattr(args, option)
         if v is not None:
             changes[fieldname] = v
     if args.no_qcd:
