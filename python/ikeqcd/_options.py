@@ -173,11 +173,11 @@ class Path:
         if not text:
             raise _Err("an empty path")
         p = _P(text)
+        if p.is_dir():
+            name = "qcd.secret" if self.mode == "secret" else "FILE" + (self.extensions or ("",))[0]
+            raise _Err(f"{text} is a directory; give a file's path, e.g. {p / name}")
         if self.extensions and p.suffix.lower() not in self.extensions:
             raise _Err(f"must end in {_one_of(self.extensions)}, got {text!r}")
-        if p.is_dir():
-            example = p / ("qcd.secret" if self.mode == "secret" else "FILE")
-            raise _Err(f"{text} is a directory; give a file's path, e.g. {example}")
         if self.mode == "in":
             return self._existing(p, text)
         parent = p.parent

@@ -370,7 +370,13 @@ def _cmd_secret(args: argparse.Namespace) -> int:
         return 0
     if args.action == "import":
         blob = sys.stdin.buffer.read() if args.input == "-" else Path(args.input).read_bytes()
-        store = SecretStore.import_to(args.file, blob, replace=args.replace)
+        try:
+            store = SecretStore.import_to(args.file, blob, replace=args.replace)
+        except SecretFileError as e:
+            if e.reason not in ("corrupt", "algorithm"):
+                raise
+            source = "the blob on stdin" if args.input == "-" else f"--input {args.input}"
+            raise SecretFileError(f"{source}: {e}", reason=e.reason) from None
         print(f"imported into {args.file}: {store.generations} generation(s), "
               f"fingerprint {store.fingerprint()}")
         return 0

@@ -890,7 +890,7 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--prometheus",
         type=opt.port(),
         metavar="PORT",
-        help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics (0 picks a free port)",
+        help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics (0 = a free port)",
     )
     p.add_argument("--json", action="store_true", help="print the final counters as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
