@@ -179,3 +179,54 @@ def capture_fixture(path: Path) -> None:  # pragma: no cover - how the fixture w
     """Rewrite the committed fixture: ``python -c 'from tests.test_pcap_captures import *;
     capture_fixture(FIXTURE)'`` as root on Linux with dumpcap installed."""
     capture(["dumpcap", "-q", "-i", "lo", "-i", "any", "-y", "LINUX_SLL2"], path, "Capturing on")
+
+
+@pytest.mark.parametrize("linktype", [0, 101, 113, 228, 229, 276])
+def test_every_link_type_and_ip_version(tmp_path: Path, linktype: int) -> None:
+    """Loopback, raw IP (both forms), cooked v1 and v2; IPv4 and IPv6; fragments skipped.
+    The frames are built with dpkt's own classes, the file by its pcap writer."""
+    import dpkt
+
+    _, payload = traffic()[1]
+    v6 = linktype == 229
+    udp = dpkt.udp.UDP(sport=500, dport=500, data=payload)
+    udp.ulen = 8 + len(payload)
+    if v6:
+        src, dst = bytes.fromhex("20010db8" + "00" * 11 + "01"), bytes.fromhex("20010db8" + "00" * 11 + "02")
+        ip: dpkt.Packet = dpkt.ip6.IP6(src=src, dst=dst, nxt=17, hlim=64, data=udp, plen=len(udp))
+        frag = None
+    else:
+        ip = dpkt.ip.IP(src=bytes([192, 0, 2, 1]), dst=bytes([192, 0, 2, 2]), p=17, data=udp)
+        ip.len = 20 + len(udp)
+        frag = dpkt.ip.IP(src=bytes([192, 0, 2, 1]), dst=bytes([192, 0, 2, 2]), p=17, data=udp)
+        frag.mf = 1
+    def frame(pkt: dpkt.Packet) -> bytes:
+        raw = bytes(pkt)
+        if linktype == 0:
+            return bytes(dpkt.loopback.Loopback(family=2 if not v6 else 24, data=raw))
+        if linktype == 113:
+            return bytes(dpkt.sll.SLL(ethtype=0x0800, data=raw))
+        if linktype == 276:
+            return bytes(dpkt.sll2.SLL2(ethtype=0x0800, data=raw))
+        return raw
+    path = tmp_path / f"lt{linktype}.pcap"
+    with open(path, "wb") as f:
+        w = dpkt.pcap.Writer(f, linktype=linktype)
+        w.writepkt(frame(ip), ts=1_700_000_000.5)
+        if frag is not None:
+            w.writepkt(frame(frag), ts=1_700_000_001.0)
+    got = pcap.read_pcap(path)
+    assert len(got) == 1
+    p = got[0]
+    assert (p.sport, p.dport, p.payload) == (500, 500, payload)
+    assert p.src == ("2001:db8::1" if v6 else "192.0.2.1") and abs(p.timestamp - 1_700_000_000.5) < 1e-5
+
+
+def test_unknown_link_type_is_refused(tmp_path: Path) -> None:
+    import dpkt
+
+    path = tmp_path / "usb.pcap"
+    with open(path, "wb") as f:
+        dpkt.pcap.Writer(f, linktype=189).writepkt(b"\x00" * 64, ts=1.0)
+    with pytest.raises(InvalidArgument, match="unsupported link type 189"):
+        pcap.read_pcap(path)
