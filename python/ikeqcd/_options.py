@@ -174,6 +174,11 @@ class Path:
             raise _Err("an empty path")
         p = _P(text)
         if p.is_dir():
+            if self.mode == "secret" and p.stat().st_mode & 0o022:
+                raise _Err(
+                    f"{text} is a directory, and one others can write: keep the secret file "
+                    f"in a private directory (mkdir -m 700 DIR), e.g. DIR/qcd.secret"
+                )
             name = "qcd.secret" if self.mode == "secret" else "FILE" + (self.extensions or ("",))[0]
             raise _Err(f"{text} is a directory; give a file's path, e.g. {p / name}")
         if self.extensions and p.suffix.lower() not in self.extensions:

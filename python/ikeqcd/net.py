@@ -1040,8 +1040,9 @@ def add_load_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "Send protected-looking IKE requests (HDR, SK{random}, INFORMATIONAL, Message ID =\n"
             "sequence number) for random SPI pairs to a gateway at a paced rate, check every\n"
             "reply with the codec (and every token, in constant time, with --secret-file), and\n"
-            "report sent, answered, valid, rates and round-trip percentiles. Ctrl-C stops\n"
-            "sending, waits for the replies in flight and reports (exit 130)."
+            "report sent, answered, valid, rates and round-trip percentiles. Exits 1 when not\n"
+            "one request got a reply (saying whether ICMP errors came back: nothing listens\n"
+            "there). Ctrl-C stops sending, waits for the replies in flight and reports (exit 130)."
         ),
         epilog=_EXAMPLES_LOAD,
         formatter_class=argparse.RawDescriptionHelpFormatter,
