@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from ikeqcd._core import TokenMaker
+from ikeqcd._secret_paths import check_dir, check_owner
 from ikeqcd.errors import InvalidAlgorithm, SecretFileError
 
 __all__ = ["FORMAT_VERSION", "MAX_GENERATIONS", "SECRET_LEN", "SecretStore"]
@@ -160,78 +161,6 @@ def _decode(data: bytes, where: str) -> _SecretSet:
         bad(f"{len(body) - off} octets of secrets where {gens} x {slen} were declared", restore)
     keys = tuple(body[off + i * slen : off + (i + 1) * slen] for i in range(gens))
     return _SecretSet(algorithm, keys, created_at, rotated_at, checksum)
-
-
-# Directories whose mode is the system's business: never advise changing it.
-_SYSTEM_DIRS = frozenset(
-    ("/", "/tmp", "/var/tmp", "/dev/shm", "/run", "/run/user", "/run/lock", "/var", "/var/lib",
-     "/var/run", "/etc", "/home", "/usr", "/opt", "/srv", "/mnt", "/media", "/dev")
-)
-
-
-def _private_dir_hint() -> str:
-    """Where to keep a secret file instead, as a command to run (for error messages)."""
-    where = "/var/lib/ikeqcd" if os.geteuid() == 0 else "~/.config/ikeqcd"
-    return f"mkdir -m 700 {where} and keep the secret file there"
-
-
-def _check_dir(file: Path) -> None:
-    directory = file.parent
-    try:
-        st = os.stat(directory)
-    except FileNotFoundError:
-        raise SecretFileError(
-            f"{file}: its directory {directory} does not exist; create a private one "
-            f"(mkdir -m 700 {shlex.quote(str(directory))}) or choose another path",
-            reason="parent",
-        ) from None
-    except OSError as e:
-        raise SecretFileError(
-            f"{file}: cannot inspect its directory ({e.strerror})", reason="parent"
-        ) from e
-    if not stat.S_ISDIR(st.st_mode):
-        raise SecretFileError(f"{file}: {directory} is not a directory", reason="parent")
-    _check_owner(file, st, f"its directory {directory}")
-    if st.st_mode & 0o022:
-        who = "group and others" if st.st_mode & 0o022 == 0o022 else (
-            "others" if st.st_mode & 0o002 else "its group")
-        shared = (
-            st.st_mode & stat.S_ISVTX
-            or str(directory) in _SYSTEM_DIRS
-            or st.st_uid != os.geteuid()
-        )
-        if shared:
-            kind = "a shared directory (sticky bit)" if st.st_mode & stat.S_ISVTX else (
-                "a system directory" if str(directory) in _SYSTEM_DIRS else "not yours")
-            fix = f"it is {kind}, leave its mode alone: {_private_dir_hint()}"
-        else:
-            fix = (
-                f"run chmod go-w {shlex.quote(str(directory))} (or keep the file in a private "
-                f"directory)"
-            )
-        raise SecretFileError(
-            f"{file}: its directory {directory} is writable by {who} "
-            f"(mode {stat.S_IMODE(st.st_mode):04o}), so another user could swap the secret "
-            f"file; {fix}",
-            reason="parent",
-        )
-
-
-def _check_owner(file: Path, st: os.stat_result, what: str) -> None:
-    me = os.geteuid()
-    if st.st_uid not in (me, 0):
-        if what == "the file":
-            fix = (
-                f"run as the user that owns it (uid {st.st_uid}), or, if it is meant to be this "
-                f"user's: chown {me} {shlex.quote(str(file))}"
-            )
-        else:
-            fix = f"use a directory this user owns: {_private_dir_hint()}"
-        raise SecretFileError(
-            f"{file}: {what} is owned by uid {st.st_uid}, not by this process (uid {me}) or "
-            f"root; {fix}",
-            reason="owner",
-        )
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -553,7 +482,7 @@ class SecretStore:
                 f"{p}: not a regular file (a device, socket or FIFO); choose another path",
                 reason="not-regular",
             )
-        _check_dir(p)
+        check_dir(p)
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
             fd = os.open(p, flags)
@@ -567,7 +496,7 @@ class SecretStore:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise SecretFileError(f"{p}: not a regular file", reason="not-regular")
-            _check_owner(p, st, "the file")
+            check_owner(p, st, "the file")
             if st.st_mode & 0o077:
                 raise SecretFileError(
                     f"{p}: mode {stat.S_IMODE(st.st_mode):04o} lets group or others access the "
@@ -605,7 +534,7 @@ class SecretStore:
                 raise SecretFileError(
                     f"{self._path}: cannot create its directory ({e.strerror})", reason="io"
                 ) from e
-        _check_dir(self._path)
+        check_dir(self._path)
         lock = d / f".{self._path.name}.lock"
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
