@@ -81,14 +81,16 @@ def capture(tool: Sequence[str], out: Path, ready: str) -> list[tuple[int, bytes
     return sent
 
 
-def check(path: Path, sent: list[tuple[int, bytes]], capsys: pytest.CaptureFixture[str]) -> None:
+def check(
+    path: Path, sent: list[tuple[int, bytes]], capsys: pytest.CaptureFixture[str], work: Path
+) -> None:
     packets = pcap.read_pcap(path)
     got = {(p.dport, p.payload) for p in packets}
     assert set(sent) <= got, f"{len(packets)} datagrams read, ours not all among them"
     for p in packets:
         assert p.src == p.dst == "127.0.0.1" and p.timestamp > 1e9
     # the CLI decodes it too, framing by port, and the tokens verify
-    secret = path.parent / "k"
+    secret = work / "k"
     secret.mkdir(mode=0o700, exist_ok=True)
     from ikeqcd.secret import _encode
 
@@ -112,7 +114,7 @@ def test_tcpdump_on_lo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     out = tmp_path / "lo.pcap"
     sent = capture([need("tcpdump"), "-i", "lo", "-U", "--immediate-mode"], out, "listening on")
     assert out.read_bytes()[:4] in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4")
-    check(out, sent, capsys)
+    check(out, sent, capsys, tmp_path)
 
 
 def test_tcpdump_on_any_is_linux_cooked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -120,14 +122,14 @@ def test_tcpdump_on_any_is_linux_cooked(tmp_path: Path, capsys: pytest.CaptureFi
     sent = capture([need("tcpdump"), "-i", "any", "-U", "--immediate-mode"], out, "listening on")
     linktype = int.from_bytes(out.read_bytes()[20:24], "little") & 0x0FFFFFFF
     assert linktype in (113, 276), linktype  # LINUX_SLL (old libpcap) or LINUX_SLL2
-    check(out, sent, capsys)
+    check(out, sent, capsys, tmp_path)
 
 
 def test_dumpcap_pcapng(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "lo.pcapng"
     sent = capture([need("dumpcap"), "-q", "-i", "lo"], out, "Capturing on")
     assert out.read_bytes()[:4] == b"\x0a\x0d\x0d\x0a"
-    check(out, sent, capsys)
+    check(out, sent, capsys, tmp_path)
 
 
 def test_dumpcap_two_interfaces_two_link_types(
@@ -138,17 +140,19 @@ def test_dumpcap_two_interfaces_two_link_types(
     packets = pcap.read_pcap(out)
     for port, payload in sent:  # seen once on each interface
         assert sum(1 for p in packets if (p.dport, p.payload) == (port, payload)) == 2
-    check(out, sent, capsys)
+    check(out, sent, capsys, tmp_path)
 
 
 def test_tshark_writes_pcapng(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "tshark.pcapng"
     sent = capture([need("tshark"), "-q", "-i", "lo"], out, "Capturing on")
     assert out.read_bytes()[:4] == b"\x0a\x0d\x0d\x0a"
-    check(out, sent, capsys)
+    check(out, sent, capsys, tmp_path)
 
 
-def test_committed_fixture_two_interfaces(capsys: pytest.CaptureFixture[str]) -> None:
+def test_committed_fixture_two_interfaces(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A dumpcap file with Ethernet (lo) and Linux cooked v2 (any) interfaces, no tool needed."""
     data = FIXTURE.read_bytes()
     assert data[:4] == b"\x0a\x0d\x0d\x0a"
@@ -156,7 +160,7 @@ def test_committed_fixture_two_interfaces(capsys: pytest.CaptureFixture[str]) ->
     sent = traffic()
     for port, payload in sent:
         assert sum(1 for p in packets if (p.dport, p.payload) == (port, payload)) == 2
-    check(FIXTURE, sent, capsys)
+    check(FIXTURE, sent, capsys, tmp_path)
 
 
 def test_damaged_pcapng_is_refused(tmp_path: Path) -> None:
