@@ -291,18 +291,18 @@ CLI_CASES: list[CliCase] = [
     CliCase((), 2, "no command"),
     CliCase(("nope",), 2, "unknown command"),
     CliCase(("simulate", "--sas", "many"), 2, "--sas not an int"),
-    CliCase(("simulate", "--sas", "0"), 1, "--sas 0"),
-    CliCase(("simulate", "--sas", "-5"), 1, "--sas negative"),
-    CliCase(("simulate", "--sas", "4294967296"), 1, "--sas 2**32 (huge)"),
-    CliCase(("simulate", "--loss", "1.5"), 1, "--loss outside [0, 1)"),
-    CliCase(("simulate", "--rtt", "nan"), 1, "--rtt NaN"),
-    CliCase(("simulate", "--rtt", "-1"), 1, "--rtt negative"),
-    CliCase(("simulate", "--time-scale", "0"), 1, "--time-scale 0"),
+    CliCase(("simulate", "--sas", "0"), 2, "--sas 0"),
+    CliCase(("simulate", "--sas", "-5"), 2, "--sas negative"),
+    CliCase(("simulate", "--sas", "4294967296"), 2, "--sas 2**32 (huge)"),
+    CliCase(("simulate", "--loss", "1.5"), 2, "--loss outside [0, 1)"),
+    CliCase(("simulate", "--rtt", "nan"), 2, "--rtt NaN"),
+    CliCase(("simulate", "--rtt", "-1"), 2, "--rtt negative"),
+    CliCase(("simulate", "--time-scale", "0"), 2, "--time-scale 0"),
     CliCase(("simulate", "--attack", "flood"), 2, "unknown --attack"),
     CliCase(("simulate", "--policy", "lax"), 2, "unknown --policy"),
-    CliCase(("decode", "zz"), 1, "not hex"),
+    CliCase(("decode", "zz"), 2, "not hex"),
     CliCase(("decode",), 1, "nothing to decode (empty stdin)"),
-    CliCase(("decode", "--pcap", "MISSING"), 1, "--pcap file missing"),
+    CliCase(("decode", "--pcap", "MISSING"), 2, "--pcap file missing"),
     CliCase(("decode", "--pcap", "GARBAGE"), 1, "--pcap not a pcap file"),
     CliCase(("decode", "--secret-file", "GARBAGE", "00"), 1, "--secret-file corrupt"),
     CliCase(("decode", "--port", "501", "00"), 2, "--port not 500/4500/auto"),
@@ -312,10 +312,10 @@ CLI_CASES: list[CliCase] = [
     CliCase(("secret", "init", "--file", "X", "--algorithm", "md5"), 2, "unknown --algorithm"),
     CliCase(("secret", "rotate", "--file", "MISSING"), 1, "rotate a missing file"),
     CliCase(("secret", "fingerprint", "--file", "GARBAGE"), 1, "fingerprint a corrupt file"),
-    CliCase(("secret", "import", "--file", "MISSING", "--input", "MISSING"), 1, "import: --input missing"),
+    CliCase(("secret", "import", "--file", "MISSING", "--input", "MISSING"), 2, "import: --input missing"),
     CliCase(("secret", "import", "--file", "MISSING"), 1, "import: empty blob on stdin"),
     CliCase(("secret", "import", "--file", "MISSING", "--input", "GARBAGE"), 1, "import: garbage blob"),
-    CliCase(("bench", "--n", "-1"), 1, "bench --n negative"),
+    CliCase(("bench", "--n", "-1"), 2, "bench --n negative"),
     CliCase(("bench", "--n", "x"), 2, "bench --n not an int"),
 ]
 
@@ -361,7 +361,8 @@ def test_bad_command_line(
     assert code == case.code, err
     lines = err.strip().splitlines()
     assert lines, "a message on stderr"
-    # exit 1: exactly one line; exit 2: argparse's usage, then one error line.
+    # exit 1: exactly one line; exit 2: argparse's usage, then one error line. Every bad
+    # value is refused by the option types before any work (exit 2, ikeqcd._options).
     assert len(lines) == 1 if code == 1 else "error:" in lines[-1]
     assert lines[-1].startswith("ikeqcd") and "error:" in lines[-1], lines[-1]
     assert "Traceback" not in err

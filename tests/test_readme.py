@@ -14,7 +14,12 @@ def test_readme_example_runs() -> None:
     assert blocks, "the README has a python example"
     namespace: dict[str, object] = {"__name__": "readme_example"}
     exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102 - our own README
-    assert namespace["verdict"].restarted  # type: ignore[attr-defined]
+    import ikeqcd
+
+    # the hardened default holds the verdict, then restarts; the plain RFC taker at once
+    assert namespace["verdict"].kind is ikeqcd.VerdictKind.DEFERRED  # type: ignore[attr-defined]
+    assert isinstance(namespace["event"], ikeqcd.PeerRestarted)
+    assert "TakerPolicy.rfc6290()" in blocks[0] and "FailureDetector()" in blocks[0]
 
 
 def test_ci_runs_the_readme_test_command() -> None:

@@ -11,6 +11,7 @@ import pickle
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -276,11 +277,37 @@ def test_owner_only_modes_accepted(made: SecretStore, mode: int) -> None:
 def test_directory_writable_by_others_refused(made: SecretStore, mode: int) -> None:
     os.chmod(made.path.parent, mode)
     try:
-        refused(made.path, "writable by group or others", "chmod 700")
+        refused(made.path, "writable by", f"chmod go-w {made.path.parent}")
         with pytest.raises(errors.SecretFileError):
             SecretStore(made.path.parent / "new").create()
     finally:
         os.chmod(made.path.parent, 0o700)
+
+
+@pytest.mark.parametrize("mode", [0o1777, 0o1770])
+def test_shared_sticky_directory_gets_no_chmod_advice(tmp_path: Path, mode: int) -> None:
+    """A file in a /tmp-like directory: the advice is a private directory, never a chmod of
+    the shared one."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, mode)
+    write_raw(shared / "qcd.secret", b"x" * 80)
+    msg = refused(shared / "qcd.secret", "writable by", "sticky", "mkdir -m 700")
+    assert "chmod" not in msg
+
+
+def test_file_in_tmp_itself_gets_private_dir_advice() -> None:
+    """The real /tmp (sticky, world-writable): no advice to change /tmp."""
+    st = os.stat("/tmp")
+    if not st.st_mode & 0o002:
+        pytest.skip("/tmp is not world-writable on this machine")
+    fd, name = tempfile.mkstemp(dir="/tmp", suffix=".secret")
+    os.close(fd)
+    try:
+        msg = refused(Path(name), "writable by", "mkdir -m 700")
+        assert "chmod" not in msg and "/tmp " not in msg.split(";", 1)[1]
+    finally:
+        os.unlink(name)
 
 
 def test_directory_0755_accepted(made: SecretStore) -> None:
@@ -312,7 +339,8 @@ def test_not_a_regular_file_refused(tmp_path: Path) -> None:
     d = tmp_path / "d"
     d.mkdir(mode=0o700)
     (d / "dir").mkdir(mode=0o700)
-    refused(d / "dir", "not a regular file")
+    msg = refused(d / "dir", "is a directory", str(d / "dir" / "qcd.secret"))
+    assert "chmod" not in msg  # what is wrong is the path, not a mode
     os.mkfifo(d / "fifo", 0o600)
     refused(d / "fifo", "not a regular file")  # and does not block on the fifo
 

@@ -2,21 +2,26 @@
 
 Subcommands: ``simulate`` (the main job), ``serve`` and ``load`` (UDP load-test tools),
 ``decode`` (hex or pcap -> readable IKE), ``secret`` (the maker's secret file) and ``bench``.
-Every subcommand has ``--help`` with examples. Errors are one clear line on stderr and a
-non-zero exit: 2 for usage errors, 1 for failures.
+Every subcommand has ``--help`` with examples. Every option's value is checked by the types
+of :mod:`ikeqcd._options` before any work starts: a bad one exits 2 with argparse's usage line
+and one error line naming the option and what is allowed. A failure while running is one
+line ``ikeqcd CMD: error: ...`` on stderr and exit 1. Never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ikeqcd.errors import IkeQcdError, InvalidArgument
+from ikeqcd import _options as opt
+from ikeqcd.errors import IkeQcdError, InvalidArgument, SecretFileError
 from ikeqcd.net import add_load_parser, add_serve_parser
 
 __all__ = ["build_parser", "main"]
@@ -41,8 +46,6 @@ def _parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ikeqcd.bench import format_results, run_table_bench, run_token_bench, run_wire_bench
 
-    if not 1 <= args.n <= 100_000_000:
-        raise InvalidArgument(f"--n must be 1..100000000, got {args.n}")
     parts = {
         "tokens": lambda: run_token_bench(n=args.n, quick=args.quick),
         "table": lambda: run_table_bench(n=args.n, quick=args.quick),
@@ -78,8 +81,9 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "and openssl speed), the SA table (against a dict of bytes) and the responder hot path.",
         "  ikeqcd bench\n  ikeqcd bench --only tokens --quick --json",
     )
-    p.add_argument("--n", type=int, default=1_000_000,
-                   help="batch size / table size (default 1000000; the wire part uses <= 100000)")
+    p.add_argument("--n", type=opt.count(1, 100_000_000), default=1_000_000, metavar="N",
+                   help="batch size / table size, 1..100000000 (default 1000000; the wire part "
+                   "uses <= 100000)")
     p.add_argument("--only", choices=["tokens", "table", "wire"], help="run one part only")
     p.add_argument("--quick", action="store_true", help="fewer repetitions (a rough figure)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -89,9 +93,27 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 # -- simulate ---------------------------------------------------------------------------
 
 
+_PLOT_FORMATS = (".png", ".svg", ".pdf")
+_CUSTOM = (("custom_timeout", 2.0), ("custom_factor", 2.0), ("custom_retransmits", 5))
+
+
+def _check_simulate(args: argparse.Namespace) -> str | None:
+    """Checks across options (after parsing, before any work); returns a usage error."""
+    given = [f"--{name.replace('_', '-')}" for name, _ in _CUSTOM if getattr(args, name) is not None]
+    if given and args.baseline != "custom":
+        return (f"{', '.join(given)}: the custom timers apply only with --baseline custom "
+                f"(add it, or drop the --custom-* options)")
+    for name, default in _CUSTOM:
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    return None
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from ikeqcd.sim import Baseline, SimConfig, plot_cdf, print_progress, simulate
 
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise InvalidArgument("--plot needs matplotlib: pip install 'ikeqcd[plot]'")
     custom = None
     if args.baseline == "custom":
         custom = Baseline.custom(args.custom_timeout, args.custom_factor, args.custom_retransmits)
@@ -181,34 +203,52 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "  ikeqcd simulate --transport udp --sas 2000 --time-scale 0.01\n"
         "  ikeqcd simulate --baseline custom --custom-timeout 2 --custom-factor 2 --custom-retransmits 4",
     )
-    p.add_argument("--sas", type=int, default=10_000, help="IKE SAs between A and B (default 10000)")
-    p.add_argument("--crash-at", type=float, default=30.0, help="when B crashes, s (default 30)")
-    p.add_argument("--reboot-time", type=float, default=20.0, help="B is down this long, s (default 20)")
-    p.add_argument("--rtt", type=float, default=0.05, help="round-trip time, s (default 0.05)")
-    p.add_argument("--loss", type=float, default=0.0, help="datagram loss probability (default 0)")
-    p.add_argument("--idle", type=float, default=10.0,
-                   help="liveness check after this long without inbound traffic, s (default 10)")
+    day = 86_400.0
+    p.add_argument("--sas", type=opt.count(1, 2**31), default=10_000, metavar="N",
+                   help="IKE SAs between A and B, 1..2**31 (default 10000)")
+    p.add_argument("--crash-at", type=opt.seconds(hi=day), default=30.0, metavar="S",
+                   help="when B crashes, s, 0..86400 (default 30)")
+    p.add_argument("--reboot-time", type=opt.seconds(hi=day), default=20.0, metavar="S",
+                   help="B is down this long, s, 0..86400 (default 20)")
+    p.add_argument("--rtt", type=opt.seconds(hi=60.0), default=0.05, metavar="S",
+                   help="round-trip time, s, 0..60 (default 0.05)")
+    p.add_argument("--loss", type=opt.fraction(one=False), default=0.0, metavar="P",
+                   help="datagram loss probability, 0 <= P < 1 (default 0: no loss)")
+    p.add_argument("--idle", type=opt.seconds(zero=False, hi=day), default=10.0, metavar="S",
+                   help="liveness check after this long without inbound traffic, s, > 0 "
+                   "(default 10)")
     p.add_argument("--baseline", choices=["strongswan", "libreswan", "custom"], default=None,
-                   help="liveness timers (default: QCD on strongSwan's; compare both)")
-    p.add_argument("--custom-timeout", type=float, default=2.0, help="custom: first timeout, s")
-    p.add_argument("--custom-factor", type=float, default=2.0, help="custom: backoff factor")
-    p.add_argument("--custom-retransmits", type=int, default=5, help="custom: retransmissions")
+                   help="liveness timers (default: QCD on strongSwan's; compare both); "
+                   "custom: the --custom-* timers, which need --baseline custom")
+    p.add_argument("--custom-timeout", type=opt.seconds(zero=False, hi=3600.0), default=None,
+                   metavar="S", help="--baseline custom: first timeout, s, > 0 (default 2)")
+    p.add_argument("--custom-factor", type=opt.Number(float, 1.0, 10.0), default=None,
+                   metavar="X", help="--baseline custom: backoff factor, 1..10 (default 2)")
+    p.add_argument("--custom-retransmits", type=opt.count(0, 30), default=None, metavar="N",
+                   help="--baseline custom: retransmissions, 0..30 (default 5)")
     p.add_argument("--policy", choices=["hardened", "rfc6290", "both"], default="both",
                    help="taker preset(s) for the QCD runs (default both)")
     p.add_argument("--attack", choices=["standby-replay"], default=None,
                    help="run the issue-202 attack on healthy tunnels instead of a crash")
     p.add_argument("--transport", choices=["virtual", "udp"], default="virtual",
                    help="virtual clock (default) or real UDP sockets on loopback")
-    p.add_argument("--time-scale", type=float, default=0.02,
-                   help="udp transport: real seconds per simulated second (default 0.02)")
-    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--time-scale", type=opt.Number(float, 0.0, 10.0, lo_open=True), default=0.02,
+                   metavar="X",
+                   help="udp transport: real seconds per simulated second, 0 < X <= 10 "
+                   "(default 0.02)")
+    p.add_argument("--seed", type=opt.SEED, default=1, metavar="N",
+                   help="random seed, 0..2**64-1 (default 1)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.add_argument("--plot", metavar="FILE.png", help="write a CDF plot of detection times")
-    p.add_argument("--pcap", metavar="FILE.pcap", help="write the exchanges of a few sample SAs")
-    p.add_argument("--pcap-sas", type=int, default=3, help="how many SAs go into --pcap (default 3)")
+    p.add_argument("--plot", type=opt.Path("out", extensions=_PLOT_FORMATS), metavar="FILE.png",
+                   help="write a CDF plot of detection times (.png, .svg or .pdf; needs "
+                   "matplotlib)")
+    p.add_argument("--pcap", type=opt.Path("out", extensions=(".pcap",)), metavar="FILE.pcap",
+                   help="write the exchanges of a few sample SAs (classic pcap)")
+    p.add_argument("--pcap-sas", type=opt.count(1, 10_000), default=3, metavar="N",
+                   help="how many SAs go into --pcap, 1..10000 (default 3)")
     p.add_argument("--progress", action="store_true", help="show progress even when not a terminal")
     p.add_argument("--no-progress", action="store_true", help="never show progress")
-    p.set_defaults(handler=_cmd_simulate)
+    p.set_defaults(handler=_cmd_simulate, check=_check_simulate)
 
 
 # -- decode -----------------------------------------------------------------------------
@@ -280,14 +320,14 @@ def _cmd_decode(args: argparse.Namespace) -> int:
                 framing = nat_t
             items.append((f"#{k} t={p.timestamp:.6f} {p.src}:{p.sport} -> {p.dst}:{p.dport}",
                           p.payload, framing))
-    hexes = list(args.hex)
-    if not args.pcap and not hexes:
-        hexes = [line for line in sys.stdin.read().split() if line]
-    for k, hx in enumerate(hexes):
-        try:
-            data = bytes.fromhex(hx.replace(":", ""))
-        except ValueError:
-            raise InvalidArgument(f"argument {k + 1} is not hex: {hx[:40]!r}") from None
+    datagrams: list[bytes] = list(args.hex)
+    if not args.pcap and not datagrams:
+        for k, hx in enumerate(line for line in sys.stdin.read().split() if line):
+            try:
+                datagrams.append(bytes.fromhex(hx.replace(":", "")))
+            except ValueError:
+                raise InvalidArgument(f"stdin word {k + 1} is not hex: {hx[:40]!r}") from None
+    for k, data in enumerate(datagrams):
         items.append((f"#{k} ({len(data)} octets)", data, nat_t))
     if not items:
         raise InvalidArgument("nothing to decode: give hex strings, --pcap FILE, or hex on stdin")
@@ -306,11 +346,14 @@ def _add_decode(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "  ikeqcd decode --pcap sample.pcap --secret-file /var/lib/ikeqcd/qcd.secret\n"
         "  xxd -p reply.bin | ikeqcd decode",
     )
-    p.add_argument("hex", nargs="*", help="datagrams as hex strings")
-    p.add_argument("--pcap", metavar="FILE", help="read UDP datagrams from a pcap file")
+    p.add_argument("hex", nargs="*", type=opt.HexDatagram(), help="datagrams as hex strings")
+    p.add_argument("--pcap", type=opt.Path("in"), metavar="FILE",
+                   help="read UDP datagrams from a capture: pcap or pcapng (tcpdump, tshark, "
+                   "dumpcap, Wireshark), Ethernet, raw IP, loopback or Linux cooked (-i any)")
     p.add_argument("--port", choices=["auto", "500", "4500"], default="auto",
                    help="framing: 4500 expects the non-ESP marker (default: auto)")
-    p.add_argument("--secret-file", metavar="FILE", help="verify tokens with this secret file")
+    p.add_argument("--secret-file", type=opt.Path("in"), metavar="FILE",
+                   help="verify tokens with this secret file")
     p.set_defaults(handler=_cmd_decode)
 
 
@@ -327,7 +370,13 @@ def _cmd_secret(args: argparse.Namespace) -> int:
         return 0
     if args.action == "import":
         blob = sys.stdin.buffer.read() if args.input == "-" else Path(args.input).read_bytes()
-        store = SecretStore.import_to(args.file, blob, replace=args.replace)
+        try:
+            store = SecretStore.import_to(args.file, blob, replace=args.replace)
+        except SecretFileError as e:
+            if e.reason not in ("corrupt", "algorithm"):
+                raise
+            source = "the blob on stdin" if args.input == "-" else f"--input {args.input}"
+            raise SecretFileError(f"{source}: {e}", reason=e.reason) from None
         print(f"imported into {args.file}: {store.generations} generation(s), "
               f"fingerprint {store.fingerprint()}")
         return 0
@@ -346,7 +395,13 @@ def _cmd_secret(args: argparse.Namespace) -> int:
                 raise InvalidArgument("refusing to write secret material to a terminal; use --output FILE")
             sys.stdout.buffer.write(blob)
         else:
-            fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                raise InvalidArgument(
+                    f"--output {args.output} already exists; an export never overwrites a "
+                    f"file: remove it or choose another path"
+                ) from None
             with os.fdopen(fd, "wb") as f:
                 f.write(blob)
             print(f"exported {args.file} to {args.output} (mode 0600; it is the secret itself)",
@@ -359,18 +414,22 @@ def _add_secret(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         sub, "secret", "create, rotate, fingerprint, export or import the maker's secret file",
         "Manage the QCD secret of a token maker (RFC 6290 §5.1). The file is versioned,\n"
         "checksummed, mode 0600, written atomically; a bad file is refused, never replaced.",
-        "  ikeqcd secret init --file /var/lib/ikeqcd/qcd.secret\n"
+        "  mkdir -m 700 /var/lib/ikeqcd && ikeqcd secret init --file /var/lib/ikeqcd/qcd.secret\n"
         "  ikeqcd secret rotate --file /var/lib/ikeqcd/qcd.secret\n"
         "  ikeqcd secret fingerprint --file /var/lib/ikeqcd/qcd.secret\n"
         "  ikeqcd secret export --file qcd.secret --output standby.blob\n"
         "  ikeqcd secret import --file standby/qcd.secret --input standby.blob",
     )
     p.add_argument("action", choices=["init", "rotate", "fingerprint", "export", "import"])
-    p.add_argument("--file", required=True, help="the secret file")
+    p.add_argument("--file", required=True, type=opt.Path("secret"), metavar="FILE",
+                   help="the secret file; its directory must exist and be private (mkdir -m 700 "
+                   "DIR): nothing creates it for you")
     p.add_argument("--algorithm", default="hmac-sha256",
                    choices=["hmac-sha256", "hmac-sha512", "hmac-sha1"], help="init: algorithm")
-    p.add_argument("--output", default="-", help="export: where to write (default stdout, not a tty)")
-    p.add_argument("--input", default="-", help="import: blob to read (default stdin)")
+    p.add_argument("--output", default="-", type=opt.Path("out", dash=True), metavar="FILE",
+                   help="export: where to write, a new file (default -: stdout, not a tty)")
+    p.add_argument("--input", default="-", type=opt.Path("in", dash=True), metavar="FILE",
+                   help="import: blob to read (default -: stdin)")
     p.add_argument("--replace", action="store_true", help="import: replace an existing file")
     p.set_defaults(handler=_cmd_secret)
 
@@ -395,13 +454,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _secret_advice(e: SecretFileError, args: argparse.Namespace) -> str:
+    """The error as a shell user needs it: the CLI's fix instead of the Python API's."""
+    path = getattr(args, "file", None) or getattr(args, "secret_file", None) or "FILE"
+    f = shlex.quote(str(path))
+    action = getattr(args, "action", None)
+    hint = None
+    if e.reason == "missing":
+        if args.command == "serve":
+            hint = f"create it with: ikeqcd secret init --file {f} (or pass --create)"
+        elif args.command in ("load", "decode"):
+            hint = "give the server's secret file (the --secret-file of ikeqcd serve)"
+        else:
+            hint = f"create it with: ikeqcd secret init --file {f}"
+    elif e.reason == "exists":
+        if action == "import":
+            hint = "pass --replace to overwrite it with the imported set"
+        else:
+            hint = (f"it is kept (peers hold tokens derived from it); ikeqcd secret rotate "
+                    f"--file {f} adds a new generation, or choose another --file")
+    elif e.reason == "changed":
+        hint = "another process changed it meanwhile: run the command again"
+    elif e.reason == "algorithm":
+        hint = "give the --algorithm the file was made with, or choose another --file"
+    return str(e) if hint is None else f"{e.problem}; {hint}"
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            sub: argparse.ArgumentParser = action.choices[name]
+            return sub
+    return parser  # pragma: no cover - build_parser always has subcommands
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the process exit code."""
+    """Run the command line; returns the process exit code.
+
+    A bad option or value exits 2 (argparse's usage line, then one error line naming the
+    option and what is allowed) before any work starts; a failure while running prints one
+    line ``ikeqcd CMD: error: ...`` and returns 1; Ctrl-C returns 130. No traceback is ever
+    printed (``IKEQCD_DEBUG=1`` shows one for an unexpected error, which is a bug).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    check: Callable[[argparse.Namespace], str | None] | None = getattr(args, "check", None)
+    if check is not None:
+        problem = check(args)
+        if problem is not None:
+            _subparser(parser, args.command).error(problem)
     handler: Handler = args.handler
     try:
         return handler(args)
+    except SecretFileError as e:
+        print(f"ikeqcd {args.command}: error: {_secret_advice(e, args)}", file=sys.stderr)
+        return 1
     except IkeQcdError as e:
         print(f"ikeqcd {args.command}: error: {e}", file=sys.stderr)
         return 1
@@ -411,3 +518,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ikeqcd {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug: still one line, not a traceback
+        if os.environ.get("IKEQCD_DEBUG"):
+            raise
+        print(
+            f"ikeqcd {args.command}: internal error: {type(e).__name__}: {e} (a bug, please "
+            f"report it; IKEQCD_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1

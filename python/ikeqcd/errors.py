@@ -79,7 +79,24 @@ class CapacityError(IkeQcdError):
 
 
 class SecretFileError(IkeQcdError):
-    """The secret file is missing where required, corrupt, of a wrong version or too open."""
+    """The secret file is missing where required, corrupt, of a wrong version or too open.
+
+    ``str(e)`` says what is wrong with the path and how to fix it from Python. Callers that
+    give their own advice (the command line) use the attributes.
+
+    Attributes:
+        reason: what is wrong, as a short code: ``"missing"`` (no file), ``"exists"``
+            (create or import over an existing file), ``"changed"`` (changed on disk since
+            loaded), ``"not-loaded"``, ``"directory"``, ``"symlink"``, ``"not-regular"``,
+            ``"owner"``, ``"mode"``, ``"parent"`` (the directory is missing, not a directory,
+            or writable by others), ``"corrupt"``, ``"algorithm"``, ``"io"``; ``""`` if unset.
+        problem: the message without the Python-specific advice (``str(e)`` where none).
+    """
+
+    def __init__(self, message: str, *, reason: str = "", problem: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.problem = message if problem is None else problem
 
 
 class NetworkError(IkeQcdError, OSError):

@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ikeqcd import _core
+from ikeqcd import _options as opt
 from ikeqcd._core import SaTable, TokenMaker
 from ikeqcd.errors import InvalidArgument, NetworkError
 from ikeqcd.maker import Reason
@@ -64,6 +65,9 @@ DEFAULT_NAT_T_PORT = 14500
 _DEFAULT_POLICY = MakerPolicy()  # frozen: safe to share as a default
 _SLICE = 0.2  # seconds per native slice: how quickly signals and stop() are noticed
 _REASONS = tuple(r.name for r in Reason)
+_MAX_BODY = 1200  # the core's limit on load's SK body (rust/net.rs MAX_BODY)
+
+_RING = 1 << 18  # most requests a load run keeps in flight (rust/net.rs RING)
 
 
 def _default_address(nat_t: bool) -> str:
@@ -546,6 +550,34 @@ class LoadReport:
     max_us: float
     interrupted: bool = False
 
+    def silence(self) -> str | None:
+        """Why nothing answered, when requests went out and not one reply came back; None
+        when something answered (or nothing was sent).
+
+        On a connected UDP socket the kernel reports an ICMP port (or host) unreachable for
+        an earlier send as a failed receive (``recv_errors``), so a target where nothing
+        listens is told apart from one that stays silent.
+        """
+        if self.answered or not (self.sent or self.send_errors):
+            return None
+        where = _address(self.target, False, "target")
+        if self.send_errors and not self.sent:
+            return (
+                f"nothing answered at {where}: the kernel refused all {self.send_errors:,} "
+                f"sends (ICMP port or host unreachable: is anything listening there?)"
+            )
+        if self.recv_errors:
+            return (
+                f"nothing answered at {where}: the kernel reported {self.recv_errors:,} ICMP "
+                f"errors (port unreachable: nothing listens on that port; or no route to the "
+                f"host). Is ikeqcd serve running there?"
+            )
+        return (
+            f"nothing answered at {where}: no reply at all to {self.sent:,} requests within "
+            f"the timeout (no ICMP error either: a firewall, a wrong address, or a gateway "
+            f"that does not answer)"
+        )
+
     def _per_s(self, n: int) -> float:
         return n / self.elapsed if self.elapsed > 0 else 0.0
 
@@ -593,6 +625,8 @@ class LoadReport:
             (
                 f"  latency   p50 {self.p50_us:,.1f} us  p99 {self.p99_us:,.1f} us  "
                 f"p99.9 {self.p999_us:,.1f} us  max {self.max_us:,.1f} us"
+                if self.answered
+                else "  latency   none: no reply was received"
             ),
         ]
         extra = {
@@ -794,40 +828,10 @@ examples:
 """
 
 
-def _positive(kind: type[float | int]) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not v >= 0 or (isinstance(v, float) and not math.isfinite(v)):
-            raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-        return v
-
-    return parse
-
-
-def _port_arg(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0..65535, got {v}")
-    return v
-
-
-def _rate_arg(text: str) -> float:
-    if text.lower() in ("max", "inf", "0"):
-        return 0.0
-    v = _positive(float)(text)
-    return float(v)
-
-
-def _limit_arg(text: str) -> float:
-    if text.lower() in ("inf", "unlimited", "none"):
-        return math.inf
-    return float(_positive(float)(text))
+# Option types (ikeqcd._options checks every value before any work starts).
+_UNLIMITED = {"inf": math.inf, "unlimited": math.inf, "none": math.inf}
+_limit = opt.Number(float, 0.0, 1e9, words=_UNLIMITED)  # a policy rate or burst
+_rate = opt.Number(float, 0.0, 1e9, words={"max": 0.0, "inf": 0.0})  # 0 = as fast as possible
 
 
 def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -841,7 +845,8 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
             "the policy's limits, a bare INVALID_IKE_SPI or silence beyond them; never for an\n"
             "IKE_SA_INIT, a response or an unprotected request. Counts every datagram by\n"
             "reason; SIGINT/SIGTERM stop it cleanly and print the counters. The secret file\n"
-            "must sit in a directory only its owner can write (chmod 700)."
+            "must sit in a private directory (mkdir -m 700 DIR); --create makes the file there,\n"
+            "never the directory."
         ),
         epilog=_EXAMPLES_SERVE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -849,6 +854,7 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument(
         "--listen",
         metavar="HOST:PORT",
+        type=opt.Address(),
         help=f"address to bind (default 127.0.0.1:{DEFAULT_PORT}, "
         f"127.0.0.1:{DEFAULT_NAT_T_PORT} with --nat-t; port 0 picks one)",
     )
@@ -857,28 +863,34 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         action="store_true",
         help="UDP/4500 framing: requests and replies carry the non-ESP marker",
     )
-    p.add_argument("--secret-file", required=True, metavar="FILE", help="the QCD secret file")
+    p.add_argument(
+        "--secret-file",
+        required=True,
+        type=opt.Path("secret"),
+        metavar="FILE",
+        help="the QCD secret file (its directory must exist and be private)",
+    )
     p.add_argument(
         "--create", action="store_true", help="create the secret file if it does not exist"
     )
     p.add_argument(
         "--duration",
-        type=_positive(float),
+        type=opt.seconds(),
         metavar="S",
-        help="stop after S seconds (default: run until SIGINT/SIGTERM)",
+        help="stop after S seconds, S >= 0 (default: run until SIGINT/SIGTERM)",
     )
     p.add_argument(
         "--stats-interval",
-        type=_positive(float),
+        type=opt.seconds(),
         default=1.0,
         metavar="S",
-        help="seconds between progress lines on stderr (default 1; 0 = none)",
+        help="seconds between progress lines on stderr (default 1; 0 = no progress lines)",
     )
     p.add_argument(
         "--prometheus",
-        type=_port_arg,
+        type=opt.port(),
         metavar="PORT",
-        help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics",
+        help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics (0 = a free port)",
     )
     p.add_argument("--json", action="store_true", help="print the final counters as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -901,27 +913,28 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     g.add_argument(
         "--per-source-rate",
-        type=_limit_arg,
+        type=_limit,
         metavar="R",
-        help=f"token replies per second to one source (default {d.per_source_rate:g})",
+        help=f"token replies per second to one source; inf = no limit "
+        f"(default {d.per_source_rate:g})",
     )
     g.add_argument(
         "--per-source-burst",
-        type=_limit_arg,
+        type=_limit,
         metavar="N",
-        help=f"bucket size for one source (default {d.per_source_burst:g})",
+        help=f"bucket size for one source; inf = no limit (default {d.per_source_burst:g})",
     )
     g.add_argument(
         "--global-rate",
-        type=_limit_arg,
+        type=_limit,
         metavar="R",
-        help=f"token replies per second in total (default {d.global_rate:g})",
+        help=f"token replies per second in total; inf = no limit (default {d.global_rate:g})",
     )
     g.add_argument(
         "--global-burst",
-        type=_limit_arg,
+        type=_limit,
         metavar="N",
-        help=f"bucket size for the total (default {d.global_burst:g})",
+        help=f"bucket size for the total; inf = no limit (default {d.global_burst:g})",
     )
     g.add_argument(
         "--fallback",
@@ -930,13 +943,14 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     g.add_argument(
         "--bare-rate",
-        type=_limit_arg,
+        type=_limit,
         metavar="R",
-        help=f"bare INVALID_IKE_SPI replies per second in total (default {d.bare_rate:g})",
+        help=f"bare INVALID_IKE_SPI replies per second in total; 0 = none, inf = no limit "
+        f"(default {d.bare_rate:g})",
     )
     g.add_argument(
         "--token-window",
-        type=_positive(float),
+        type=opt.seconds(),
         metavar="S",
         help="send tokens only during the first S seconds after start (default: always)",
     )
@@ -946,7 +960,7 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def _policy_from(args: argparse.Namespace) -> MakerPolicy:
     policy = MakerPolicy.unlimited() if args.unlimited else MakerPolicy()
     changes: dict[str, object] = {}
-    for opt, fieldname in (
+    for option, fieldname in (
         ("per_source_rate", "per_source_rate"),
         ("per_source_burst", "per_source_burst"),
         ("global_rate", "global_rate"),
@@ -955,7 +969,7 @@ def _policy_from(args: argparse.Namespace) -> MakerPolicy:
         ("fallback", "flood_fallback"),
         ("token_window", "token_window"),
     ):
-        v = getattr(args, opt)
+        v = getattr(args, option)
         if v is not None:
             changes[fieldname] = v
     if args.no_qcd:
@@ -1026,8 +1040,9 @@ def add_load_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "Send protected-looking IKE requests (HDR, SK{random}, INFORMATIONAL, Message ID =\n"
             "sequence number) for random SPI pairs to a gateway at a paced rate, check every\n"
             "reply with the codec (and every token, in constant time, with --secret-file), and\n"
-            "report sent, answered, valid, rates and round-trip percentiles. Ctrl-C stops\n"
-            "sending, waits for the replies in flight and reports (exit 130)."
+            "report sent, answered, valid, rates and round-trip percentiles. Exits 1 when not\n"
+            "one request got a reply (saying whether ICMP errors came back: nothing listens\n"
+            "there). Ctrl-C stops sending, waits for the replies in flight and reports (exit 130)."
         ),
         epilog=_EXAMPLES_LOAD,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -1035,56 +1050,66 @@ def add_load_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--target",
         metavar="HOST:PORT",
+        type=opt.Address(),
         help=f"the gateway (default 127.0.0.1:{DEFAULT_PORT}, "
         f"127.0.0.1:{DEFAULT_NAT_T_PORT} with --nat-t)",
     )
     p.add_argument(
         "--rate",
-        type=_rate_arg,
+        type=_rate,
         required=True,
         metavar="R",
-        help="requests per second, or 'max' (as fast as --window allows)",
+        help="requests per second (up to 1e9), or max: as fast as --window allows "
+        "(0 and inf mean max too)",
     )
     p.add_argument(
         "--duration",
-        type=_positive(float),
+        type=opt.seconds(),
         default=5.0,
         metavar="S",
-        help="seconds of sending (default 5)",
+        help="seconds of sending, S >= 0 (default 5)",
     )
     p.add_argument(
         "--sas",
-        type=int,
+        type=opt.count(1, 10_000_000),
         default=1000,
         metavar="N",
-        help="number of random SPI pairs (default 1000)",
+        help="number of random SPI pairs, 1..10000000 (default 1000)",
     )
     p.add_argument(
         "--secret-file",
+        type=opt.Path("in"),
         metavar="FILE",
         help="the server's secret file: verify every token (default: form only)",
     )
     p.add_argument("--nat-t", action="store_true", help="send with the non-ESP marker (UDP/4500)")
-    p.add_argument("--seed", type=int, default=0, help="seed of SPIs and bodies (default 0)")
+    p.add_argument(
+        "--seed",
+        type=opt.SEED,
+        default=0,
+        metavar="N",
+        help="seed of SPIs and bodies, 0..2**64-1 (default 0)",
+    )
     p.add_argument(
         "--window",
-        type=int,
+        type=opt.count(1, _RING),
         metavar="N",
-        help="most requests in flight (default: unlimited when paced, 512 at max)",
+        help=f"most requests in flight, 1..{_RING} (default: {_RING} when "
+        f"paced, 512 at max)",
     )
     p.add_argument(
         "--timeout",
-        type=float,
+        type=opt.seconds(zero=False, hi=3600.0),
         default=1.0,
         metavar="S",
-        help="a request unanswered after S seconds is lost (default 1)",
+        help="a request unanswered after S seconds is lost, 0 < S <= 3600 (default 1)",
     )
     p.add_argument(
         "--body-len",
-        type=int,
+        type=opt.count(0, _MAX_BODY),
         default=32,
         metavar="N",
-        help="octets of random SK body per request (default 32)",
+        help=f"octets of random SK body per request, 0..{_MAX_BODY} (default 32)",
     )
     p.add_argument(
         "--no-gso",
@@ -1098,7 +1123,7 @@ def add_load_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--min-valid",
-        type=float,
+        type=opt.fraction(),
         metavar="FRACTION",
         help="exit 1 unless valid >= FRACTION * sent (e.g. 0.999)",
     )
@@ -1155,6 +1180,10 @@ def _cmd_load(args: argparse.Namespace) -> int:
     print(report.to_json() if args.json else report.format(), flush=True)
     if report.interrupted:
         return 130
+    silence = report.silence()
+    if silence is not None:
+        print(f"ikeqcd load: error: {silence}", file=sys.stderr)
+        return 1
     if args.min_valid is not None and report.valid < args.min_valid * report.sent:
         print(
             f"ikeqcd load: error: {report.valid} valid replies for {report.sent} requests, "

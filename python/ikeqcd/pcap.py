@@ -1,4 +1,6 @@
-"""A small pcap writer: UDP datagrams wrapped in Ethernet/IPv4 (or IPv6)/UDP.
+"""pcap files: a small writer (UDP datagrams in Ethernet/IPv4 or IPv6/UDP) and a reader of
+the captures users bring (pcap and pcapng from tcpdump, tshark, dumpcap, Wireshark; through
+``dpkt``).
 
 The file is classic libpcap format (microsecond timestamps, LINKTYPE_ETHERNET), which
 Wireshark, tshark, tcpdump and scapy all read. UDP/500 and UDP/4500 payloads are decoded by
@@ -19,8 +21,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import struct
-from collections.abc import Iterable
-from typing import NamedTuple
+from collections.abc import Iterable, Iterator
+from typing import Any, BinaryIO, NamedTuple
+
+import dpkt
 
 from ikeqcd.errors import InvalidAddress, InvalidArgument
 
@@ -28,8 +32,16 @@ __all__ = ["LINKTYPE_ETHERNET", "LINKTYPE_RAW", "PcapPacket", "read_pcap", "writ
 
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
-_LINKTYPE_RAW_ALT = 12
-_LINKTYPE_LINUX_SLL = 113
+_RAW_IP = frozenset((LINKTYPE_RAW, 12, 14, 228, 229))  # raw IP, IPv4 only, IPv6 only
+_LINK_LAYERS: dict[int, Any] = {
+    LINKTYPE_ETHERNET: dpkt.ethernet.Ethernet,
+    0: dpkt.loopback.Loopback,  # DLT_NULL
+    108: dpkt.loopback.Loopback,  # DLT_LOOP
+    113: dpkt.sll.SLL,  # LINUX_SLL, tcpdump -i any before libpcap 1.10
+    276: dpkt.sll2.SLL2,  # LINUX_SLL2, tcpdump -i any
+}
+_PCAP_MAGICS = {bytes.fromhex(m) for m in ("d4c3b2a1", "a1b2c3d4", "4d3cb2a1", "a1b23c4d")}
+_PCAPNG_BT_SPB = 3
 _MAGIC_US = 0xA1B2C3D4
 _SNAPLEN = 65535
 _SRC_MAC = bytes.fromhex("020000000001")
@@ -147,88 +159,152 @@ def write_pcap(
     return len(records)
 
 
-def _udp_from_ip(data: bytes) -> tuple[str, int, str, int, bytes] | None:
-    if not data:
-        return None
-    version = data[0] >> 4
-    if version == 4 and len(data) >= 20:
-        ihl = (data[0] & 0x0F) * 4
-        total = int.from_bytes(data[2:4], "big")
-        if data[9] != 17 or len(data) < ihl + 8 or ihl < 20:
+def _udp_of(ip: Any) -> tuple[str, int, str, int, bytes] | None:
+    """The UDP datagram in a dpkt IP or IP6 packet; None for anything else or a fragment."""
+    if isinstance(ip, dpkt.ip.IP):
+        if ip.p != dpkt.ip.IP_PROTO_UDP or ip.mf or ip.offset:
             return None
-        frag = int.from_bytes(data[6:8], "big") & 0x1FFF
-        if frag:
+        src, dst = str(ipaddress.IPv4Address(ip.src)), str(ipaddress.IPv4Address(ip.dst))
+    elif isinstance(ip, dpkt.ip6.IP6):
+        # dpkt follows the extension headers; a fragment header means a piece, not a datagram
+        if ip.p != dpkt.ip.IP_PROTO_UDP or dpkt.ip.IP_PROTO_FRAGMENT in ip.extension_hdrs:
             return None
-        src = str(ipaddress.IPv4Address(data[12:16]))
-        dst = str(ipaddress.IPv4Address(data[16:20]))
-        udp = data[ihl : min(len(data), total) if total >= ihl + 8 else len(data)]
-    elif version == 6 and len(data) >= 48:
-        if data[6] != 17:  # no extension headers are followed
-            return None
-        src = str(ipaddress.IPv6Address(data[8:24]))
-        dst = str(ipaddress.IPv6Address(data[24:40]))
-        udp = data[40:]
+        src, dst = str(ipaddress.IPv6Address(ip.src)), str(ipaddress.IPv6Address(ip.dst))
     else:
         return None
-    sport, dport, ulen = struct.unpack_from("!HHH", udp, 0)
-    end = min(len(udp), ulen) if ulen >= 8 else len(udp)
-    return src, sport, dst, dport, bytes(udp[8:end])
+    udp = ip.data
+    if not isinstance(udp, dpkt.udp.UDP):
+        return None
+    payload = bytes(udp.data)
+    if udp.ulen >= 8:
+        payload = payload[: udp.ulen - 8]
+    return src, int(udp.sport), dst, int(udp.dport), payload
+
+
+def _network_layer(linktype: int, frame: bytes) -> Any:
+    """The IP packet inside a link-layer frame (a dpkt object), or None."""
+    if linktype in _RAW_IP:
+        if not frame:
+            return None
+        version = frame[0] >> 4
+        return dpkt.ip.IP(frame) if version == 4 else dpkt.ip6.IP6(frame) if version == 6 else None
+    link = _LINK_LAYERS[linktype](frame)
+    return link.data
+
+
+def _datagrams(linktype: int, ts: float, frame: bytes) -> list[PcapPacket]:
+    """The UDP datagram of one frame as a one-item list; empty for anything else."""
+    try:
+        udp = _udp_of(_network_layer(linktype, frame))
+    except (dpkt.Error, struct.error, ValueError, IndexError):
+        return []  # a damaged or cut frame: not a datagram we can give
+    return [] if udp is None else [PcapPacket(ts, *udp)]
+
+
+def _pcapng_records(f: BinaryIO, where: str) -> Iterator[tuple[int, float, bytes]]:
+    """(link type, timestamp, frame) of every packet of a pcapng file, any number of sections
+    and interfaces (each interface its own link type and timestamp resolution)."""
+    le = True
+    ifaces: list[tuple[int, float, int]] = []  # (link type, ticks per second, offset in s)
+    k = 0
+    while True:
+        head = f.read(8)
+        if not head:
+            return
+        if len(head) < 8:
+            raise InvalidArgument(f"{where}: block {k} is truncated")
+        kind = struct.unpack("<I", head[:4])[0]
+        if kind == dpkt.pcapng.PCAPNG_BT_SHB:  # a new section: byte order, no interfaces yet
+            bom = f.read(4)
+            if len(bom) < 4:
+                raise InvalidArgument(f"{where}: block {k} is truncated")
+            le = struct.unpack("<I", bom)[0] == dpkt.pcapng.BYTE_ORDER_MAGIC
+            head += bom
+            ifaces = []
+        end = "<" if le else ">"
+        kind, size = struct.unpack(end + "II", head[:8])
+        if size < 12 or size % 4:
+            raise InvalidArgument(f"{where}: block {k} has an impossible length {size}")
+        body = f.read(size - len(head))
+        if len(body) < size - len(head):
+            raise InvalidArgument(f"{where}: block {k} is truncated")
+        block = head + body
+        k += 1
+        try:
+            if kind == dpkt.pcapng.PCAPNG_BT_IDB:
+                idb = (dpkt.pcapng.InterfaceDescriptionBlockLE if le else
+                       dpkt.pcapng.InterfaceDescriptionBlock)(block)
+                ifaces.append(_interface(idb, end))
+            elif kind in (dpkt.pcapng.PCAPNG_BT_EPB, dpkt.pcapng.PCAPNG_BT_PB):
+                cls = (
+                    (dpkt.pcapng.EnhancedPacketBlockLE if le else dpkt.pcapng.EnhancedPacketBlock)
+                    if kind == dpkt.pcapng.PCAPNG_BT_EPB
+                    else (dpkt.pcapng.PacketBlockLE if le else dpkt.pcapng.PacketBlock)
+                )
+                pkt = cls(block)
+                if pkt.iface_id >= len(ifaces):
+                    raise InvalidArgument(
+                        f"{where}: block {k - 1} names interface {pkt.iface_id}, which is not "
+                        f"described"
+                    )
+                linktype, ticks, offset = ifaces[pkt.iface_id]
+                ts = offset + ((pkt.ts_high << 32) | pkt.ts_low) / ticks
+                yield linktype, ts, bytes(pkt.pkt_data)
+            elif kind == _PCAPNG_BT_SPB and ifaces:  # simple packet block: interface 0
+                caplen = min(struct.unpack_from(end + "I", block, 8)[0], len(block) - 16)
+                yield ifaces[0][0], 0.0, bytes(block[12 : 12 + caplen])
+        except (dpkt.Error, struct.error) as e:
+            raise InvalidArgument(f"{where}: block {k - 1} is damaged ({e})") from None
+
+
+def _interface(idb: Any, end: str) -> tuple[int, float, int]:
+    ticks, offset = 1e6, 0
+    for o in idb.opts:
+        if o.code == dpkt.pcapng.PCAPNG_OPT_IF_TSRESOL and o.data:
+            v = o.data[0]
+            ticks = float(2 ** (v & 0x7F) if v & 0x80 else 10 ** (v & 0x7F))
+        elif o.code == dpkt.pcapng.PCAPNG_OPT_IF_TSOFFSET and len(o.data) >= 8:
+            offset = struct.unpack(end + "q", o.data[:8])[0]
+    return int(idb.linktype), ticks, offset
 
 
 def read_pcap(path: str | os.PathLike[str]) -> list[PcapPacket]:
-    """Read the UDP datagrams of a classic pcap file (Ethernet, raw IP or Linux cooked
-    captures; either byte order; micro- or nanosecond timestamps). Non-UDP packets and IP
-    fragments are skipped.
+    """Read the UDP datagrams of a capture file.
+
+    Reads classic pcap (either byte order, micro- or nanosecond timestamps) and pcapng (what
+    Wireshark, ``tshark -w`` and ``dumpcap`` write: any number of sections and interfaces, each
+    with its own link type and timestamp resolution), through ``dpkt``. Link types: Ethernet
+    (VLAN tags followed), raw IPv4/IPv6, BSD loopback (``DLT_NULL``/``DLT_LOOP``), Linux
+    cooked v1 and v2 (``LINUX_SLL``/``LINUX_SLL2``, what ``tcpdump -i any`` writes). Packets
+    of other link types, non-UDP packets, IP fragments and damaged frames are skipped.
 
     Raises:
-        InvalidArgument: not a pcap file, an unsupported link type, or a truncated record.
+        InvalidArgument: not a pcap or pcapng file, every interface of an unsupported link
+            type, or a truncated or damaged file structure.
         OSError: the file cannot be read (missing, a directory, no permission).
     """
+    where = os.fspath(path)
     with open(path, "rb") as f:
-        data = f.read()
-    if len(data) < 24:
-        raise InvalidArgument(f"{path}: too short for a pcap file header")
-    magic = data[:4]
-    if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
-        end = "<"
-    elif magic in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
-        end = ">"
-    else:
-        raise InvalidArgument(f"{path}: not a classic pcap file (pcapng is not supported)")
-    nano = magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
-    linktype = struct.unpack_from(end + "I", data, 20)[0] & 0x0FFFFFFF
-    if linktype not in (LINKTYPE_ETHERNET, LINKTYPE_RAW, _LINKTYPE_RAW_ALT, _LINKTYPE_LINUX_SLL):
-        raise InvalidArgument(f"{path}: unsupported link type {linktype}")
-    out: list[PcapPacket] = []
-    off = 24
-    k = 0
-    while off < len(data):
-        if off + 16 > len(data):
-            raise InvalidArgument(f"{path}: record {k} header is truncated")
-        sec, frac, incl, _orig = struct.unpack_from(end + "IIII", data, off)
-        off += 16
-        if off + incl > len(data):
-            raise InvalidArgument(f"{path}: record {k} is truncated")
-        frame = data[off : off + incl]
-        off += incl
-        k += 1
-        if linktype == LINKTYPE_ETHERNET:
-            if len(frame) < 14:
-                continue
-            ethertype = int.from_bytes(frame[12:14], "big")
-            ip = frame[14:]
-            while ethertype == 0x8100 and len(ip) >= 4:  # VLAN tags
-                ethertype = int.from_bytes(ip[2:4], "big")
-                ip = ip[4:]
-            if ethertype not in (0x0800, 0x86DD):
-                continue
-        elif linktype == _LINKTYPE_LINUX_SLL:
-            ip = frame[16:]
+        magic = f.read(4)
+        f.seek(0)
+        if len(magic) < 4:
+            raise InvalidArgument(f"{where}: too short for a pcap or pcapng file")
+        if magic == b"\x0a\x0d\x0d\x0a":
+            records = list(_pcapng_records(f, where))
+        elif magic in _PCAP_MAGICS:
+            try:
+                reader = dpkt.pcap.Reader(f)
+                linktype = int(reader.datalink())
+                records = [(linktype, float(ts), bytes(buf)) for ts, buf in reader]
+            except (dpkt.Error, struct.error, ValueError) as e:
+                raise InvalidArgument(f"{where}: a damaged pcap file ({e})") from None
         else:
-            ip = frame
-        udp = _udp_from_ip(ip)
-        if udp is None:
-            continue
-        ts = sec + frac / (1e9 if nano else 1e6)
-        out.append(PcapPacket(ts, *udp))
-    return out
+            raise InvalidArgument(f"{where}: neither a pcap nor a pcapng file (magic {magic.hex()})")
+    kinds = {lt for lt, _, _ in records}
+    unknown = kinds - set(_LINK_LAYERS) - _RAW_IP
+    if records and unknown == kinds:
+        raise InvalidArgument(
+            f"{where}: unsupported link type {', '.join(map(str, sorted(unknown)))} (this reader "
+            f"knows Ethernet, raw IP, loopback and Linux cooked v1/v2)"
+        )
+    return [p for lt, ts, frame in records if lt not in unknown for p in _datagrams(lt, ts, frame)]

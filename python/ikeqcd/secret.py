@@ -53,6 +53,7 @@ import hashlib
 import hmac
 import os
 import secrets as _random
+import shlex
 import stat
 import struct
 import threading
@@ -64,6 +65,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from ikeqcd._core import TokenMaker
+from ikeqcd._secret_paths import check_dir, check_owner
 from ikeqcd.errors import InvalidAlgorithm, SecretFileError
 
 __all__ = ["FORMAT_VERSION", "MAX_GENERATIONS", "SECRET_LEN", "SecretStore"]
@@ -116,8 +118,8 @@ def _encode(
 def _decode(data: bytes, where: str) -> _SecretSet:
     """Parse and validate; every problem raises SecretFileError naming ``where``."""
 
-    def bad(what: str, fix: str) -> NoReturn:
-        raise SecretFileError(f"{where}: {what}; {fix}")
+    def bad(what: str, fix: str, reason: str = "corrupt") -> NoReturn:
+        raise SecretFileError(f"{where}: {what}; {fix}", reason=reason)
 
     restore = "restore it from a backup or the standby, or delete it to make a new secret set"
     if len(data) < _HEAD.size:
@@ -149,7 +151,8 @@ def _decode(data: bytes, where: str) -> _SecretSet:
     gens, slen, created_at, rotated_at = _MID.unpack_from(body, off)
     off += _MID.size
     if algorithm not in SECRET_LEN:
-        bad(f"unknown algorithm {algorithm!r}", f"expected one of {sorted(SECRET_LEN)}")
+        bad(f"unknown algorithm {algorithm!r}", f"expected one of {sorted(SECRET_LEN)}",
+            "algorithm")
     if not 1 <= gens <= MAX_GENERATIONS:
         bad(f"holds {gens} generations (1..{MAX_GENERATIONS} allowed)", restore)
     if slen != SECRET_LEN[algorithm]:
@@ -158,32 +161,6 @@ def _decode(data: bytes, where: str) -> _SecretSet:
         bad(f"{len(body) - off} octets of secrets where {gens} x {slen} were declared", restore)
     keys = tuple(body[off + i * slen : off + (i + 1) * slen] for i in range(gens))
     return _SecretSet(algorithm, keys, created_at, rotated_at, checksum)
-
-
-def _check_dir(file: Path) -> None:
-    directory = file.parent
-    try:
-        st = os.stat(directory)
-    except OSError as e:
-        raise SecretFileError(f"{file}: cannot inspect its directory ({e.strerror})") from e
-    if not stat.S_ISDIR(st.st_mode):
-        raise SecretFileError(f"{file}: {directory} is not a directory")
-    _check_owner(file, st, f"its directory {directory}")
-    if st.st_mode & 0o022:
-        raise SecretFileError(
-            f"{file}: its directory is writable by group or others "
-            f"(mode {stat.S_IMODE(st.st_mode):04o}), so another user could swap the secret "
-            f"file; run chmod 700 {directory}"
-        )
-
-
-def _check_owner(file: Path, st: os.stat_result, what: str) -> None:
-    me = os.geteuid()
-    if st.st_uid not in (me, 0):
-        raise SecretFileError(
-            f"{file}: {what} is owned by uid {st.st_uid}, not by this process (uid {me}) or "
-            f"root; chown it to the user that runs the token maker"
-        )
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -240,7 +217,9 @@ class SecretStore:
         if s is not None:
             return s.algorithm
         if self._requested is None:
-            raise SecretFileError(f"{self._path}: algorithm unknown until the file is loaded")
+            raise SecretFileError(
+                f"{self._path}: algorithm unknown until the file is loaded", reason="not-loaded"
+            )
         return self._requested
 
     @property
@@ -321,7 +300,9 @@ class SecretStore:
         s = self._read()
         if s is None:
             raise SecretFileError(
-                f"{self._path}: no secret file; call create() or load_or_create() to make one"
+                f"{self._path}: no secret file; call create() or load_or_create() to make one",
+                reason="missing",
+                problem=f"{self._path}: no secret file",
             )
         with self._mutex:
             self._set = s
@@ -334,10 +315,14 @@ class SecretStore:
                 replaced), or the file cannot be written.
         """
         if self._requested is None:
-            raise SecretFileError(f"{self._path}: create() needs an algorithm, not None")
+            raise SecretFileError(
+                f"{self._path}: create() needs an algorithm, not None", reason="algorithm"
+            )
         if not self._create():
             raise SecretFileError(
-                f"{self._path}: already exists and is never replaced; use load() instead"
+                f"{self._path}: already exists and is never replaced; use load() instead",
+                reason="exists",
+                problem=f"{self._path}: already exists and is never replaced",
             )
 
     def load_or_create(self) -> bool:
@@ -373,9 +358,12 @@ class SecretStore:
             with self._write_lock():
                 on_disk = self._read()
                 if on_disk is None or not hmac.compare_digest(on_disk.checksum, old.checksum):
-                    raise SecretFileError(
+                    problem = (
                         f"{self._path}: changed on disk since it was loaded (another process "
-                        f"rotated, imported or removed it); call load() and retry"
+                        f"rotated, imported or removed it)"
+                    )
+                    raise SecretFileError(
+                        f"{problem}; call load() and retry", reason="changed", problem=problem
                     )
                 self._commit(data)
             self._set = new
@@ -413,7 +401,9 @@ class SecretStore:
         with self._mutex, self._write_lock():
             if not replace and self.exists():
                 raise SecretFileError(
-                    f"{self._path}: already exists; pass replace=True to overwrite it"
+                    f"{self._path}: already exists; pass replace=True to overwrite it",
+                    reason="exists",
+                    problem=f"{self._path}: already exists",
                 )
             self._commit(_encode(s.algorithm, s.secrets, s.created_at, s.rotated_at))
             self._set = s
@@ -434,15 +424,19 @@ class SecretStore:
         s = self._set
         if s is None:
             raise SecretFileError(
-                f"{self._path}: no secret set loaded; call load() or load_or_create() first"
+                f"{self._path}: no secret set loaded; call load() or load_or_create() first",
+                reason="not-loaded",
+                problem=f"{self._path}: no secret set loaded",
             )
         return s
 
     def _check_algorithm(self, s: _SecretSet, where: str) -> None:
         if self._requested is not None and s.algorithm != self._requested:
+            problem = f"{where}: holds a {s.algorithm} set but {self._requested} was requested"
             raise SecretFileError(
-                f"{where}: holds a {s.algorithm} set but {self._requested} was requested; "
-                f"ask for algorithm={s.algorithm!r} (or None), or use another file"
+                f"{problem}; ask for algorithm={s.algorithm!r} (or None), or use another file",
+                reason="algorithm",
+                problem=problem,
             )
 
     def _create(self) -> bool:
@@ -466,14 +460,29 @@ class SecretStore:
         except FileNotFoundError:
             return None
         except OSError as e:
-            raise SecretFileError(f"{p}: cannot inspect ({e.strerror})") from e
-        _check_dir(p)
-        if stat.S_ISLNK(lst.st_mode):
+            raise SecretFileError(f"{p}: cannot inspect ({e.strerror})", reason="io") from e
+        if stat.S_ISDIR(lst.st_mode):
             raise SecretFileError(
-                f"{p}: is a symlink, refused (it could point anywhere); put the real file there"
+                f"{p}: is a directory, not a secret file; give the path of the file inside "
+                f"it (e.g. {p / 'qcd.secret'})",
+                reason="directory",
+            )
+        if stat.S_ISLNK(lst.st_mode):
+            try:
+                target = f" to {os.readlink(p)}"
+            except OSError:
+                target = ""
+            raise SecretFileError(
+                f"{p}: is a symlink{target}, refused (a link can be pointed elsewhere); use "
+                f"the real file's path, or move the file itself here",
+                reason="symlink",
             )
         if not stat.S_ISREG(lst.st_mode):
-            raise SecretFileError(f"{p}: not a regular file; remove it or choose another path")
+            raise SecretFileError(
+                f"{p}: not a regular file (a device, socket or FIFO); choose another path",
+                reason="not-regular",
+            )
+        check_dir(p)
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
             fd = os.open(p, flags)
@@ -481,18 +490,19 @@ class SecretStore:
             return None
         except OSError as e:
             if e.errno == errno.ELOOP:
-                raise SecretFileError(f"{p}: is a symlink, refused") from e
-            raise SecretFileError(f"{p}: cannot open ({e.strerror})") from e
+                raise SecretFileError(f"{p}: is a symlink, refused", reason="symlink") from e
+            raise SecretFileError(f"{p}: cannot open ({e.strerror})", reason="io") from e
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                raise SecretFileError(f"{p}: not a regular file")
-            _check_owner(p, st, "the file")
+                raise SecretFileError(f"{p}: not a regular file", reason="not-regular")
+            check_owner(p, st, "the file")
             if st.st_mode & 0o077:
                 raise SecretFileError(
                     f"{p}: mode {stat.S_IMODE(st.st_mode):04o} lets group or others access the "
-                    f"secret, refused; check it was not copied, then chmod 600 {p} (or rotate "
-                    f"and replace the tokens of every peer)"
+                    f"secret, refused; check it was not copied, then chmod 600 "
+                    f"{shlex.quote(str(p))} (or rotate and replace the tokens of every peer)",
+                    reason="mode",
                 )
             chunks = []
             left = _MAX_LEN + 1
@@ -522,15 +532,17 @@ class SecretStore:
                 pass
             except OSError as e:
                 raise SecretFileError(
-                    f"{self._path}: cannot create its directory ({e.strerror})"
+                    f"{self._path}: cannot create its directory ({e.strerror})", reason="io"
                 ) from e
-        _check_dir(self._path)
+        check_dir(self._path)
         lock = d / f".{self._path.name}.lock"
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             fd = os.open(lock, flags, 0o600)
         except OSError as e:
-            raise SecretFileError(f"{lock}: cannot open the lock file ({e.strerror})") from e
+            raise SecretFileError(
+                f"{lock}: cannot open the lock file ({e.strerror})", reason="io"
+            ) from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             prefix = f".{self._path.name}{_TMP_INFIX}"
@@ -563,4 +575,4 @@ class SecretStore:
                 os.unlink(tmp)
             except OSError:
                 pass
-            raise SecretFileError(f"{self._path}: cannot write ({e.strerror})") from e
+            raise SecretFileError(f"{self._path}: cannot write ({e.strerror})", reason="io") from e

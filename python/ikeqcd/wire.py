@@ -350,16 +350,38 @@ def parse_message(datagram: Buffer, *, nat_t: bool | None = None) -> IkeMessage:
 
 
 def parse_qcd_reply(datagram: Buffer, *, nat_t: bool | None = None) -> QcdReply:
-    """Parse a message that may carry QCD tokens.
+    """Parse the unprotected reply of a rebooted gateway and take its QCD tokens out.
 
-    Accepts ``N(INVALID_IKE_SPI), N(QCD_TOKEN)+`` and the §8.2 ``N(INVALID_SPI),
-    N(QCD_TOKEN)+`` in any order and with any other payloads around them (RFC 7296 §2.5);
+    The inverse of :func:`build_qcd_reply`: what a token taker calls on a datagram that
+    arrived in the clear for one of its SAs (RFC 6290 §4.5, §8.2).
+
+    Args:
+        datagram: one whole UDP payload as received: the IKE header and its payloads (on
+            UDP/4500 with the four-octet non-ESP marker in front); bytes or any buffer.
+            Not a list of payloads: the header's SPIs and Message ID are part of the answer.
+        nat_t: ``False`` for UDP/500, ``True`` for UDP/4500, ``None`` to detect the marker
+            (see the module docs).
+
+    Returns:
+        A :class:`QcdReply`: the SPIs, Message ID, exchange and flags of the header, whether
+        ``N(INVALID_IKE_SPI)`` or the §8.2 ``N(INVALID_SPI)`` (with its ``child_spi``) was
+        present, the usable ``tokens`` in message order, and the ``ignored`` QCD_TOKEN
+        notifies with the reason. Whether the tokens are genuine is for the caller to check
+        (:meth:`TokenMaker.verify` or an :class:`SaTable`), in constant time.
+
+    The notifies may come in any order with any other payloads around them (RFC 7296 §2.5);
     unknown notify types are skipped (§3.10.1); the QCD_TOKEN Protocol ID is ignored (0 per
     erratum 3449, 1 from older senders). A message without any token parses too (a plain
-    INVALID_IKE_SPI). Up to :data:`MAX_REPLY_TOKENS` tokens are kept.
+    INVALID_IKE_SPI: ``tokens == ()``). Up to :data:`MAX_REPLY_TOKENS` tokens are kept.
+
+    Example:
+        >>> req = build_request(0x1111, 0x2222, message_id=7)
+        >>> r = parse_qcd_reply(build_qcd_reply(req, [bytes(range(32))]))
+        >>> (r.spi_i, r.message_id, r.invalid_ike_spi, len(r.tokens[0]))
+        (4369, 7, True, 32)
 
     Raises:
-        MalformedMessage: as :func:`parse_message`.
+        MalformedMessage: not an IKEv2 message (as :func:`parse_message`).
     """
     h, marked, inv_ike, inv, inv_data, enc, tokens, ignored = _core._parse_qcd_reply(
         datagram, nat_t=_nat(nat_t)
