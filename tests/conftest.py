@@ -29,3 +29,20 @@ def load_vectors(name: str) -> Any:
 @pytest.fixture
 def secret() -> bytes:
     return bytes(range(32))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print what the interop tests measured (``record_property("interop_summary", ...)``),
+    so that a plain ``pytest -q`` run (CI's) shows it without ``-s`` or ``-rA``."""
+    lines = [
+        f"{report.nodeid.split('::')[-1]}: {value}"
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", None) == "call"
+        for key, value in getattr(report, "user_properties", ())
+        if key == "interop_summary"
+    ]
+    if lines:
+        terminalreporter.write_sep("-", "interop with real IKE daemons")
+        for line in lines:
+            terminalreporter.write_line(line)

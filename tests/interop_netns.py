@@ -1,0 +1,203 @@
+"""Shared parts of the interop tests: two network namespaces joined by a veth pair, commands
+run inside them, a tcpdump capture, and `ikeqcd serve` started in a namespace.
+
+Everything lives in namespaces this module creates (names carry the test's pid) with
+addresses from 10.213.0.0/24, which exist only inside them: no traffic reaches the host's
+own interfaces. Every helper is a context manager that tears down what it made, even when
+the test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+IKEQCD = [sys.executable, "-m", "ikeqcd"]
+ADDR_I = "10.213.0.1"
+"""The initiator's (the surviving peer's) address, inside its namespace only."""
+ADDR_R = "10.213.0.2"
+"""The responder's (the crashed gateway's, then ``serve``'s) address."""
+
+
+def missing_prerequisite(tools: Sequence[str]) -> str | None:
+    """Why the namespace tests cannot run here (``None``: they can)."""
+    if sys.platform != "linux":
+        return "network namespaces need Linux"
+    if os.geteuid() != 0:
+        return "needs root (creates network namespaces, veth pairs and XFRM policies)"
+    for tool in ("ip", "tcpdump", *tools):
+        if shutil.which(tool) is None and not Path(tool).exists():
+            return f"{tool} is not installed"
+    probe = f"ikeqcd-probe-{os.getpid()}"
+    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if r.returncode != 0:
+        return f"`ip netns add` is not permitted here: {r.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
+def sh(*argv: str, check: bool = True, timeout: float = 10) -> subprocess.CompletedProcess[str]:
+    """Run a command with a bounded wait; its output is kept for assertion messages."""
+    r = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+@dataclass(frozen=True)
+class NetnsPair:
+    """Namespaces ``ns_i`` (``ADDR_I`` on ``dev_i``) and ``ns_r`` (``ADDR_R`` on ``dev_r``)."""
+
+    ns_i: str
+    ns_r: str
+    dev_i: str
+    dev_r: str
+
+    def run(self, ns: str, *argv: str, check: bool = True, timeout: float = 10) -> str:
+        return sh("ip", "netns", "exec", ns, *argv, check=check, timeout=timeout).stdout
+
+    def xfrm_policies(self, ns: str) -> str:
+        """The namespace's global XFRM policies (per-socket ones, listed as ``socket in`` /
+        ``socket out``, live and die with their sockets and are left out)."""
+        entries: list[list[str]] = []
+        for line in sh("ip", "-n", ns, "xfrm", "policy").stdout.splitlines():
+            if line and not line[0].isspace():
+                entries.append([])
+            if entries:
+                entries[-1].append(line)
+        return "".join(
+            "\n".join(e) + "\n" for e in entries if not any("\tsocket " in x for x in e)
+        )
+
+
+@contextlib.contextmanager
+def netns_pair(tag: str) -> Iterator[NetnsPair]:
+    """Two fresh namespaces joined by a veth pair; deleted (with their XFRM state) on exit."""
+    pid = os.getpid()
+    pair = NetnsPair(f"iq{tag}-i-{pid}", f"iq{tag}-r-{pid}", f"iq{tag}i{pid % 10000}",
+                     f"iq{tag}r{pid % 10000}")
+    made: list[str] = []
+    try:
+        for ns in (pair.ns_i, pair.ns_r):
+            sh("ip", "netns", "add", ns)
+            made.append(ns)
+        sh("ip", "link", "add", pair.dev_i, "netns", pair.ns_i, "type", "veth",
+           "peer", "name", pair.dev_r, "netns", pair.ns_r)
+        for ns, dev, addr in ((pair.ns_i, pair.dev_i, ADDR_I), (pair.ns_r, pair.dev_r, ADDR_R)):
+            sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        yield pair
+    finally:
+        for ns in made:
+            subprocess.run(["ip", "-n", ns, "xfrm", "policy", "flush"], capture_output=True)
+            subprocess.run(["ip", "-n", ns, "xfrm", "state", "flush"], capture_output=True)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, wait: float = 3) -> None:
+    """Stop a process this module started (by its own pid), SIGKILL if it lingers."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(wait)
+
+
+@contextlib.contextmanager
+def capture(pair: NetnsPair, path: Path) -> Iterator[Path]:
+    """tcpdump on the responder's veth (Ethernet link type, classic pcap), UDP only; the file
+    is complete when the block exits."""
+    log = path.with_suffix(".tcpdump.log")
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", pair.ns_r, "tcpdump", "-i", pair.dev_r, "-U", "-n",
+             "-s", "0", "-w", str(path), "udp"],
+            stdout=subprocess.DEVNULL, stderr=err,
+        )
+    try:
+        deadline = time.monotonic() + 5
+        while "listening on" not in log.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"tcpdump did not start: {log.read_text()}")
+            time.sleep(0.05)
+        yield path
+    finally:
+        time.sleep(0.2)  # let the last replies land
+        stop(proc, signal.SIGINT)
+
+
+@dataclass
+class Serve:
+    """A running ``ikeqcd serve`` and the line it printed once listening."""
+
+    proc: subprocess.Popen[str]
+    ready: str
+
+
+def start_serve(pair: NetnsPair, secret: Path, port: int, *, bypass: bool) -> Serve:
+    """``ikeqcd serve`` in the responder's namespace on ``ADDR_R:port`` (UDP/4500 framing on
+    4500), no reply limits (a closed test bed), final counters as JSON on stdout; returns
+    once it listens. Stop it with :func:`stop_serve`."""
+    argv = ["ip", "netns", "exec", pair.ns_r, *IKEQCD, "serve", "--listen",
+            f"{ADDR_R}:{port}", "--secret-file", str(secret), "--unlimited", "--json"]
+    if port == 4500:
+        argv.append("--nat-t")
+    if not bypass:
+        argv.append("--no-xfrm-bypass")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        if not sel.select(timeout=15):
+            stop(proc)
+            raise AssertionError(f"ikeqcd serve did not start: {proc.communicate()}")
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        stop(proc)
+        out, err = proc.communicate()
+        raise AssertionError(f"ikeqcd serve did not start: {line}{out}{err}")
+    return Serve(proc, line)
+
+
+def stop_serve(serve: Serve) -> dict[str, Any]:
+    """SIGTERM a :func:`start_serve` process; its JSON counters (``stderr`` and ``ready``:
+    its stderr and the line it printed once listening)."""
+    proc = serve.proc
+    proc.send_signal(signal.SIGTERM)
+    try:
+        text, err = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        stop(proc)
+        proc.communicate()
+        raise AssertionError("ikeqcd serve did not stop on SIGTERM") from None
+    assert proc.returncode == 0, f"ikeqcd serve exited {proc.returncode}: {err}\n{text}"
+    data: dict[str, Any] = json.loads(text[text.index("{"):])
+    data["stderr"] = err
+    data["ready"] = serve.ready
+    return data
+
+
+def add_transport_policies(pair: NetnsPair) -> None:
+    """What a crashed daemon leaves behind: a transport-mode host-to-host ESP policy, both
+    directions, on the responder (as its Child SA install would have made)."""
+    for src, dst, direction in ((ADDR_R, ADDR_I, "out"), (ADDR_I, ADDR_R, "in")):
+        sh("ip", "-n", pair.ns_r, "xfrm", "policy", "add", "src", f"{src}/32", "dst",
+           f"{dst}/32", "dir", direction, "tmpl", "src", src, "dst", dst, "proto", "esp",
+           "mode", "transport", "level", "required")
