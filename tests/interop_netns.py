@@ -18,10 +18,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ikeqcd import SecretStore, pcap, wire
 
 ROOT = Path(__file__).resolve().parent.parent
 IKEQCD = [sys.executable, "-m", "ikeqcd"]
@@ -48,9 +50,10 @@ def missing_prerequisite(tools: Sequence[str]) -> str | None:
     return None
 
 
-def sh(*argv: str, check: bool = True, timeout: float = 10) -> subprocess.CompletedProcess[str]:
+def sh(*argv: str, check: bool = True, timeout: float = 10, env: dict[str, str] | None = None
+       ) -> subprocess.CompletedProcess[str]:
     """Run a command with a bounded wait; its output is kept for assertion messages."""
-    r = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, env=env)
     if check and r.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
     return r
@@ -201,3 +204,121 @@ def add_transport_policies(pair: NetnsPair) -> None:
         sh("ip", "-n", pair.ns_r, "xfrm", "policy", "add", "src", f"{src}/32", "dst",
            f"{dst}/32", "dir", direction, "tmpl", "src", src, "dst", dst, "proto", "esp",
            "mode", "transport", "level", "required")
+
+
+@dataclass(frozen=True)
+class CrashResult:
+    """What :func:`crash_and_serve` saw."""
+
+    verified: int
+    """Survivor requests (on the wire while the bypassing servers listened) answered with
+    INVALID_IKE_SPI + a QCD token that verifies for the request's SPI pair."""
+    swallowed: int
+    """Survivor requests on the wire while the non-bypassing servers (which received none)
+    listened."""
+    by_hand: int
+    """Transport-mode policies added by hand (0 when the daemon left its own)."""
+    left: str
+    """The global XFRM policies the crashed daemon left."""
+    ports: tuple[int, ...]
+    """UDP ports the answered requests came to."""
+
+
+def in_window(packets: list[pcap.PcapPacket], t0: float, t1: float, src: str
+              ) -> list[pcap.PcapPacket]:
+    return [p for p in packets if t0 <= p.timestamp < t1 and p.src == src]
+
+
+def crash_and_serve(pair: NetnsPair, secret: Path, crash: Callable[[], None], out: Path,
+                    survivor_log: Callable[[], str], *, blind_s: float = 2.5,
+                    serve_s: float = 7) -> CrashResult:
+    """Crash the responder's daemon (``crash``), leave (or add) a transport-mode policy,
+    run ``serve`` on ADDR_R:500 and :4500 first without then with the XFRM bypass, and check
+    every datagram captured in ``out``: none received without the bypass; with it, every
+    survivor request answered with a verifying token, decoded alike by the Python parser,
+    ``ikeqcd decode`` and tshark."""
+    store = SecretStore(secret, algorithm=None)
+    store.load()
+    maker = store.maker()
+    before = pair.xfrm_policies(pair.ns_r)
+    with capture(pair, out):
+        crash()
+        left = pair.xfrm_policies(pair.ns_r)
+        assert left == before  # SIGKILL removes nothing from the kernel
+        by_hand = 0
+        if "proto esp" not in left:
+            add_transport_policies(pair)  # what an installed Child SA would have left
+            by_hand = 2
+        policies = pair.xfrm_policies(pair.ns_r)
+        assert "mode transport" in policies, policies
+        # 1. no bypass: the leftover policy swallows the survivor's requests
+        blocked = [start_serve(pair, secret, port, bypass=False) for port in (500, 4500)]
+        t_a = time.time()
+        time.sleep(blind_s)
+        t_b = time.time()
+        blind = [stop_serve(p) for p in blocked]
+        # 2. the default: per-socket bypass; the survivor is still retransmitting
+        served = [start_serve(pair, secret, port, bypass=True) for port in (500, 4500)]
+        t_c = time.time()
+        time.sleep(serve_s)
+        t_d = time.time()
+        counters = [stop_serve(p) for p in served]
+
+    packets = pcap.read_pcap(out)
+    swallowed = in_window(packets, t_a, t_b, ADDR_I)
+    assert swallowed, f"no request from the survivor while the policy was in place\n{survivor_log()}"
+    assert [c["datagrams_in"] for c in blind] == [0, 0], blind
+    assert all("IPsec bypass" not in c["ready"] for c in blind), blind
+
+    # every request that reached the veth while both bypassing servers listened is answered
+    requests = in_window(packets, t_c, t_d, ADDR_I)
+    replies = in_window(packets, t_c, t_d + 1, ADDR_R)
+    assert requests, f"no retransmission reached serve\n{survivor_log()}"
+    for c in counters:
+        assert c["reasons"]["REPLIED"] == c["datagrams_in"] == c["datagrams_out"], c
+        assert "IPsec bypass" in c["ready"] and "no IPsec bypass" not in c["stderr"], c
+    assert sum(c["datagrams_in"] for c in counters) >= len(requests), counters
+    answered: dict[tuple[int, int, int, int], bytes] = {}
+    for a in replies:
+        nat_t = a.sport == 4500
+        r = wire.parse_qcd_reply(a.payload, nat_t=nat_t)
+        assert r.invalid_ike_spi and r.response and len(r.tokens) == 1, r
+        assert maker.verify(r.spi_i, r.spi_r, r.tokens[0])
+        wire.parse_message(a.payload, nat_t=nat_t)
+        answered[(a.sport, r.spi_i, r.spi_r, r.message_id)] = r.tokens[0]
+    for q in requests:
+        h = wire.parse_header(q.payload, nat_t=q.dport == 4500)
+        assert h.exchange == wire.EXCHANGE_INFORMATIONAL and not h.response, h
+        assert (q.dport, h.spi_i, h.spi_r, h.message_id) in answered, f"{h} unanswered"
+
+    decoded = subprocess.run([*IKEQCD, "decode", "--pcap", str(out), "--secret-file",
+                              str(secret)], capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert decoded.returncode == 0, decoded.stderr
+    assert decoded.stdout.count("token VERIFIED") == len(replies), decoded.stdout
+    assert decoded.stdout.count("N(INVALID_IKE_SPI)") == len(replies), decoded.stdout
+    assert "not a valid IKEv2 message" not in decoded.stdout
+    shark = subprocess.run(["tshark", "-r", str(out), "-V", "-Y",
+                            "isakmp.notify.msgtype == 16419"],
+                           capture_output=True, text=True, timeout=60)
+    assert shark.returncode == 0, shark.stderr
+    assert shark.stdout.count("Notify Message Type: QUICK_CRASH_DETECTION (16419)") == len(replies)
+    assert shark.stdout.count("Notify Message Type: INVALID_IKE_SPI (4)") == len(replies)
+    assert "Malformed" not in shark.stdout
+    for token in answered.values():
+        assert f"Token Secret Data: {token.hex()}" in shark.stdout
+    return CrashResult(
+        verified=len(requests),
+        swallowed=len(swallowed),
+        by_hand=by_hand,
+        left=left,
+        ports=tuple(sorted({q.dport for q in requests})),
+    )
+
+
+def summary_line(peer: str, r: CrashResult) -> str:
+    return (
+        f"{peer}: {r.verified} requests answered with INVALID_IKE_SPI + QCD_TOKEN and "
+        f"verified (UDP {'/'.join(map(str, r.ports))}; ikeqcd decode and tshark agree); with "
+        f"--no-xfrm-bypass {r.swallowed} swallowed by the leftover transport-mode policy "
+        f"({r.by_hand} of its 2 entries added by hand), 0 received"
+    )
