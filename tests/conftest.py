@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,16 @@ def load_vectors(name: str) -> Any:
 @pytest.fixture
 def secret() -> bytes:
     return bytes(range(32))
+
+
+@pytest.fixture
+def summary(record_property: Callable[[str, object], None]) -> Callable[[str], None]:
+    """A line for the terminal summary's interop section (see below)."""
+
+    def line(text: str) -> None:
+        record_property("interop_summary", text)
+
+    return line
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -14,6 +14,7 @@ nothing on the host changes.
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import signal
@@ -25,8 +26,10 @@ from tests import interop_netns as nn
 
 CHARON = "/usr/lib/ipsec/charon"
 PSK = "ikeqcd-interop-psk-not-a-secret-0123456789"
-PLUGINS = ("random nonce aes sha1 sha2 hmac kdf pem pkcs1 x509 pubkey gmp kernel-netlink "
-           "socket-default vici")
+PLUGINS = (
+    "random nonce aes sha1 sha2 hmac kdf pem pkcs1 x509 pubkey gmp kernel-netlink "
+    "socket-default vici"
+)
 LIBRESWAN_ROOT = Path(os.environ.get("IKEQCD_LIBRESWAN_ROOT", "/opt/ikeqcd-interop/libreswan"))
 """Where the libreswan .deb (and the libraries it needs beyond the base system) is
 unpacked with ``dpkg-deb -x``; override with IKEQCD_LIBRESWAN_ROOT."""
@@ -82,7 +85,7 @@ def swanctl_conf(me: str, peer: str, name: str, peer_name: str, *, child: bool) 
     local_addrs = {me}
     remote_addrs = {peer}
     dpd_delay = 2s
-    childless = {'allow' if child else 'force'}
+    childless = {"allow" if child else "force"}
     local {{
       auth = psk
       id = {name}.ikeqcd.test
@@ -91,7 +94,7 @@ def swanctl_conf(me: str, peer: str, name: str, peer_name: str, *, child: bool) 
       auth = psk
       id = {peer_name}.ikeqcd.test
     }}
-{children if child else ''}  }}
+{children if child else ""}  }}
 }}
 secrets {{
   ike-1 {{
@@ -122,9 +125,20 @@ class Daemon:
     def _start(self, ns: str, mounts: str, argv: str, env: dict[str, str] | None) -> None:
         with open(self.d / "stdout", "w") as out:
             self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", ns, "unshare", "--mount", "sh", "-c",
-                 f"{mounts} && exec {argv}"],
-                env=env, stdout=out, stderr=subprocess.STDOUT,
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    "unshare",
+                    "--mount",
+                    "sh",
+                    "-c",
+                    f"{mounts} && exec {argv}",
+                ],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
 
     def _wait_for(self, path: Path, timeout: float = 10) -> None:
@@ -141,8 +155,17 @@ class Charon(Daemon):
 
     comm = "charon"
 
-    def __init__(self, ns: str, d: Path, me: str, peer: str, name: str, peer_name: str,
-                 *, child: bool = False) -> None:
+    def __init__(
+        self,
+        ns: str,
+        d: Path,
+        me: str,
+        peer: str,
+        name: str,
+        peer_name: str,
+        *,
+        child: bool = False,
+    ) -> None:
         self.d = d
         d.mkdir()
         (d / "run").mkdir()
@@ -155,10 +178,16 @@ class Charon(Daemon):
         path = self.d / "charon.log"
         return path.read_text(errors="replace") if path.exists() else "(no log)"
 
-    def swanctl(self, *args: str, timeout: float = 10) -> str:
-        r = subprocess.run(["swanctl", *args, "--uri", f"unix://{self.d}/charon.vici"],
-                           env=self.env, capture_output=True, text=True, timeout=timeout)
-        assert r.returncode == 0, f"swanctl {args}: {r.stdout}{r.stderr}\n{self.log()}"
+    def swanctl(self, *args: str, timeout: float = 10, check: bool = True) -> str:
+        r = subprocess.run(
+            ["swanctl", *args, "--uri", f"unix://{self.d}/charon.vici"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        assert r.returncode == 0 or not check, f"swanctl {args}: {r.stdout}{r.stderr}\n{self.log()}"
         return r.stdout
 
     def ready(self) -> None:
@@ -166,7 +195,9 @@ class Charon(Daemon):
         self.swanctl("--load-all", "--file", str(self.d / "swanctl.conf"))
 
     def version(self) -> str:
-        r = subprocess.run([CHARON, "--version"], capture_output=True, text=True, timeout=10)
+        r = subprocess.run(
+            [CHARON, "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
         words = (r.stdout + r.stderr).split()
         return f"strongSwan {words[-1] if words else '?'}"
 
@@ -174,12 +205,20 @@ class Charon(Daemon):
 def libreswan_missing() -> str | None:
     """Why libreswan cannot run here (``None``: it can)."""
     if not PLUTO.exists():
-        return (f"libreswan is not unpacked at {LIBRESWAN_ROOT} (.ci/run does it: apt-get "
-                "download libreswan and its missing libraries, dpkg-deb -x; the package "
-                "conflicts with strongSwan's, so it is not installed)")
-    r = subprocess.run(["ldd", str(PLUTO)], capture_output=True, text=True,
-                       env=Pluto.lib_env(), timeout=10)
-    missing = re.findall(r"^\s*(\S+) => not found", r.stdout, re.M)
+        return (
+            f"libreswan is not unpacked at {LIBRESWAN_ROOT} (.ci/run does it: apt-get "
+            "download libreswan and its missing libraries, dpkg-deb -x; the package "
+            "conflicts with strongSwan's, so it is not installed)"
+        )
+    r = subprocess.run(
+        ["ldd", str(PLUTO)],
+        capture_output=True,
+        text=True,
+        env=Pluto.lib_env(),
+        timeout=10,
+        check=False,
+    )
+    missing = re.findall(r"^\s*(\S+) => not found", r.stdout, re.MULTILINE)
     if missing:
         return f"libreswan's pluto lacks libraries: {', '.join(missing)}"
     return None
@@ -202,8 +241,14 @@ class Pluto(Daemon):
         (d / "nss").mkdir(parents=True)
         (d / "run/pluto").mkdir(parents=True)
         self.env = self.lib_env()
-        nn.sh(str(LIBRESWAN_ROOT / "usr/bin/certutil"), "-N", "-d", f"sql:{d}/nss",
-              "--empty-password", env=self.env)
+        nn.sh(
+            str(LIBRESWAN_ROOT / "usr/bin/certutil"),
+            "-N",
+            "-d",
+            f"sql:{d}/nss",
+            "--empty-password",
+            env=self.env,
+        )
         (d / "ipsec.conf").write_text(
             "config setup\n    uniqueids=no\n"
             "conn qcd\n    keyexchange=ike\n    ikev2=insist\n"
@@ -216,13 +261,19 @@ class Pluto(Daemon):
         secrets.write_text(f'@{name}.ikeqcd.test @{peer_name}.ikeqcd.test : PSK "{PSK}"\n')
         secrets.chmod(0o600)
         libexec = LIBRESWAN_ROOT / "usr/libexec/ipsec"
-        mounts = (f"mount -t tmpfs ikeqcd-libexec /usr/libexec && mkdir /usr/libexec/ipsec && "
-                  f"mount --bind {libexec} /usr/libexec/ipsec && mount --bind {d}/run /run")
-        self._start(ns, mounts,
-                    f"/usr/libexec/ipsec/pluto --nofork --config {d}/ipsec.conf "
-                    f"--secretsfile {secrets} --ipsecdir {d} --nssdir {d}/nss "
-                    f"--logfile {d}/pluto.log --no-dnssec --use-xfrm --rundir /run/pluto "
-                    "--dumpdir /run/pluto", self.env)
+        mounts = (
+            f"mount -t tmpfs ikeqcd-libexec /usr/libexec && mkdir /usr/libexec/ipsec && "
+            f"mount --bind {libexec} /usr/libexec/ipsec && mount --bind {d}/run /run"
+        )
+        self._start(
+            ns,
+            mounts,
+            f"/usr/libexec/ipsec/pluto --nofork --config {d}/ipsec.conf "
+            f"--secretsfile {secrets} --ipsecdir {d} --nssdir {d}/nss "
+            f"--logfile {d}/pluto.log --no-dnssec --use-xfrm --rundir /run/pluto "
+            "--dumpdir /run/pluto",
+            self.env,
+        )
 
     def log(self) -> str:
         path = self.d / "pluto.log"
@@ -231,21 +282,63 @@ class Pluto(Daemon):
 
     def whack(self, *args: str, timeout: float = 15) -> str:
         libexec = LIBRESWAN_ROOT / "usr/libexec/ipsec"
-        r = subprocess.run(["ip", "netns", "exec", self.ns, str(libexec / "whack"), "--rundir",
-                            str(self.d / "run/pluto"), *args],
-                           env=self.env, capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.ns,
+                str(libexec / "whack"),
+                "--rundir",
+                str(self.d / "run/pluto"),
+                *args,
+            ],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         return r.stdout + r.stderr
 
     def ready(self) -> None:
         self._wait_for(self.d / "run/pluto/pluto.ctl")
         self.whack("--listen")
         libexec = LIBRESWAN_ROOT / "usr/libexec/ipsec"
-        nn.sh("ip", "netns", "exec", self.ns, str(libexec / "addconn"), "--ctlsocket",
-              str(self.d / "run/pluto/pluto.ctl"), "--config", str(self.d / "ipsec.conf"), "qcd",
-              env=self.env)
+        nn.sh(
+            "ip",
+            "netns",
+            "exec",
+            self.ns,
+            str(libexec / "addconn"),
+            "--ctlsocket",
+            str(self.d / "run/pluto/pluto.ctl"),
+            "--config",
+            str(self.d / "ipsec.conf"),
+            "qcd",
+            env=self.env,
+        )
 
     def version(self) -> str:
-        r = subprocess.run([str(PLUTO), "--version"], capture_output=True, text=True,
-                           env=self.env, timeout=10)
+        r = subprocess.run(
+            [str(PLUTO), "--version"],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=10,
+            check=False,
+        )
         words = r.stdout.split()
         return f"libreswan {words[1] if len(words) > 1 else '?'}"
+
+
+def kernel_esp() -> str:
+    """What the running kernel's configuration says about ESP (``CONFIG_INET_ESP``), read
+    from /proc/config.gz where the kernel exposes it."""
+    try:
+        with gzip.open("/proc/config.gz", "rt") as f:
+            config = f.read()
+    except OSError:
+        return "kernel configuration not readable"
+    m = re.search(r"^(CONFIG_INET_ESP=\S+|# CONFIG_INET_ESP is not set)$", config, re.MULTILINE)
+    return m.group(1) if m else "CONFIG_INET_ESP not in the kernel configuration"

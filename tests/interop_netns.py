@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ikeqcd import SecretStore, pcap, wire
+from ikeqcd.errors import IkeQcdError
 
 ROOT = Path(__file__).resolve().parent.parent
 IKEQCD = [sys.executable, "-m", "ikeqcd"]
@@ -43,17 +44,20 @@ def missing_prerequisite(tools: Sequence[str]) -> str | None:
         if shutil.which(tool) is None and not Path(tool).exists():
             return f"{tool} is not installed"
     probe = f"ikeqcd-probe-{os.getpid()}"
-    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True, check=False)
     if r.returncode != 0:
         return f"`ip netns add` is not permitted here: {r.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True, check=False)
     return None
 
 
-def sh(*argv: str, check: bool = True, timeout: float = 10, env: dict[str, str] | None = None
-       ) -> subprocess.CompletedProcess[str]:
+def sh(
+    *argv: str, check: bool = True, timeout: float = 10, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a command with a bounded wait; its output is kept for assertion messages."""
-    r = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, env=env)
+    r = subprocess.run(
+        list(argv), capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
     if check and r.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
     return r
@@ -80,24 +84,36 @@ class NetnsPair:
                 entries.append([])
             if entries:
                 entries[-1].append(line)
-        return "".join(
-            "\n".join(e) + "\n" for e in entries if not any("\tsocket " in x for x in e)
-        )
+        return "".join("\n".join(e) + "\n" for e in entries if not any("\tsocket " in x for x in e))
 
 
 @contextlib.contextmanager
 def netns_pair(tag: str) -> Iterator[NetnsPair]:
     """Two fresh namespaces joined by a veth pair; deleted (with their XFRM state) on exit."""
     pid = os.getpid()
-    pair = NetnsPair(f"iq{tag}-i-{pid}", f"iq{tag}-r-{pid}", f"iq{tag}i{pid % 10000}",
-                     f"iq{tag}r{pid % 10000}")
+    pair = NetnsPair(
+        f"iq{tag}-i-{pid}", f"iq{tag}-r-{pid}", f"iq{tag}i{pid % 10000}", f"iq{tag}r{pid % 10000}"
+    )
     made: list[str] = []
     try:
         for ns in (pair.ns_i, pair.ns_r):
             sh("ip", "netns", "add", ns)
             made.append(ns)
-        sh("ip", "link", "add", pair.dev_i, "netns", pair.ns_i, "type", "veth",
-           "peer", "name", pair.dev_r, "netns", pair.ns_r)
+        sh(
+            "ip",
+            "link",
+            "add",
+            pair.dev_i,
+            "netns",
+            pair.ns_i,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            pair.dev_r,
+            "netns",
+            pair.ns_r,
+        )
         for ns, dev, addr in ((pair.ns_i, pair.dev_i, ADDR_I), (pair.ns_r, pair.dev_r, ADDR_R)):
             sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
             sh("ip", "-n", ns, "link", "set", dev, "up")
@@ -105,9 +121,13 @@ def netns_pair(tag: str) -> Iterator[NetnsPair]:
         yield pair
     finally:
         for ns in made:
-            subprocess.run(["ip", "-n", ns, "xfrm", "policy", "flush"], capture_output=True)
-            subprocess.run(["ip", "-n", ns, "xfrm", "state", "flush"], capture_output=True)
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            subprocess.run(
+                ["ip", "-n", ns, "xfrm", "policy", "flush"], capture_output=True, check=False
+            )
+            subprocess.run(
+                ["ip", "-n", ns, "xfrm", "state", "flush"], capture_output=True, check=False
+            )
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
 
 def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, wait: float = 3) -> None:
@@ -129,9 +149,24 @@ def capture(pair: NetnsPair, path: Path) -> Iterator[Path]:
     log = path.with_suffix(".tcpdump.log")
     with open(log, "w") as err:
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", pair.ns_r, "tcpdump", "-i", pair.dev_r, "-U", "-n",
-             "-s", "0", "-w", str(path), "udp"],
-            stdout=subprocess.DEVNULL, stderr=err,
+            [
+                "ip",
+                "netns",
+                "exec",
+                pair.ns_r,
+                "tcpdump",
+                "-i",
+                pair.dev_r,
+                "-U",
+                "-n",
+                "-s",
+                "0",
+                "-w",
+                str(path),
+                "udp",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
         )
     try:
         deadline = time.monotonic() + 5
@@ -157,14 +192,27 @@ def start_serve(pair: NetnsPair, secret: Path, port: int, *, bypass: bool) -> Se
     """``ikeqcd serve`` in the responder's namespace on ``ADDR_R:port`` (UDP/4500 framing on
     4500), no reply limits (a closed test bed), final counters as JSON on stdout; returns
     once it listens. Stop it with :func:`stop_serve`."""
-    argv = ["ip", "netns", "exec", pair.ns_r, *IKEQCD, "serve", "--listen",
-            f"{ADDR_R}:{port}", "--secret-file", str(secret), "--unlimited", "--json"]
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        pair.ns_r,
+        *IKEQCD,
+        "serve",
+        "--listen",
+        f"{ADDR_R}:{port}",
+        "--secret-file",
+        str(secret),
+        "--unlimited",
+        "--json",
+    ]
     if port == 4500:
         argv.append("--nat-t")
     if not bypass:
         argv.append("--no-xfrm-bypass")
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT)
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
     assert proc.stdout is not None
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ)
@@ -191,7 +239,7 @@ def stop_serve(serve: Serve) -> dict[str, Any]:
         proc.communicate()
         raise AssertionError("ikeqcd serve did not stop on SIGTERM") from None
     assert proc.returncode == 0, f"ikeqcd serve exited {proc.returncode}: {err}\n{text}"
-    data: dict[str, Any] = json.loads(text[text.index("{"):])
+    data: dict[str, Any] = json.loads(text[text.index("{") :])
     data["stderr"] = err
     data["ready"] = serve.ready
     return data
@@ -201,9 +249,31 @@ def add_transport_policies(pair: NetnsPair) -> None:
     """What a crashed daemon leaves behind: a transport-mode host-to-host ESP policy, both
     directions, on the responder (as its Child SA install would have made)."""
     for src, dst, direction in ((ADDR_R, ADDR_I, "out"), (ADDR_I, ADDR_R, "in")):
-        sh("ip", "-n", pair.ns_r, "xfrm", "policy", "add", "src", f"{src}/32", "dst",
-           f"{dst}/32", "dir", direction, "tmpl", "src", src, "dst", dst, "proto", "esp",
-           "mode", "transport", "level", "required")
+        sh(
+            "ip",
+            "-n",
+            pair.ns_r,
+            "xfrm",
+            "policy",
+            "add",
+            "src",
+            f"{src}/32",
+            "dst",
+            f"{dst}/32",
+            "dir",
+            direction,
+            "tmpl",
+            "src",
+            src,
+            "dst",
+            dst,
+            "proto",
+            "esp",
+            "mode",
+            "transport",
+            "level",
+            "required",
+        )
 
 
 @dataclass(frozen=True)
@@ -224,14 +294,46 @@ class CrashResult:
     """UDP ports the answered requests came to."""
 
 
-def in_window(packets: list[pcap.PcapPacket], t0: float, t1: float, src: str
-              ) -> list[pcap.PcapPacket]:
+def wait_for_response(path: Path, src: str, exchange: int, timeout: float = 8) -> None:
+    """Wait until the capture at ``path`` (being written) holds a response of ``exchange``
+    sent by ``src``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(IkeQcdError):  # a record half written
+            for p in pcap.read_pcap(path):
+                if p.src != src:
+                    continue
+                with contextlib.suppress(IkeQcdError):
+                    h = wire.parse_header(p.payload, nat_t=4500 in (p.sport, p.dport))
+                    if h.exchange == exchange and h.response:
+                        return
+        assert time.monotonic() < deadline, f"no {exchange} response from {src} in {path}"
+        time.sleep(0.1)
+
+
+def save(*files: Path) -> None:
+    """Copy the captures to IKEQCD_INTEROP_SAVE, if set (how tests/corpus/ was made)."""
+    if os.environ.get("IKEQCD_INTEROP_SAVE"):
+        for f in files:
+            shutil.copy(f, Path(os.environ["IKEQCD_INTEROP_SAVE"]) / f.name)
+
+
+def in_window(
+    packets: list[pcap.PcapPacket], t0: float, t1: float, src: str
+) -> list[pcap.PcapPacket]:
     return [p for p in packets if t0 <= p.timestamp < t1 and p.src == src]
 
 
-def crash_and_serve(pair: NetnsPair, secret: Path, crash: Callable[[], None], out: Path,
-                    survivor_log: Callable[[], str], *, blind_s: float = 2.5,
-                    serve_s: float = 7) -> CrashResult:
+def crash_and_serve(
+    pair: NetnsPair,
+    secret: Path,
+    crash: Callable[[], None],
+    out: Path,
+    survivor_log: Callable[[], str],
+    *,
+    blind_s: float = 2.5,
+    serve_s: float = 7,
+) -> CrashResult:
     """Crash the responder's daemon (``crash``), leave (or add) a transport-mode policy,
     run ``serve`` on ADDR_R:500 and :4500 first without then with the XFRM bypass, and check
     every datagram captured in ``out``: none received without the bypass; with it, every
@@ -266,7 +368,9 @@ def crash_and_serve(pair: NetnsPair, secret: Path, crash: Callable[[], None], ou
 
     packets = pcap.read_pcap(out)
     swallowed = in_window(packets, t_a, t_b, ADDR_I)
-    assert swallowed, f"no request from the survivor while the policy was in place\n{survivor_log()}"
+    assert swallowed, (
+        f"no request from the survivor while the policy was in place\n{survivor_log()}"
+    )
     assert [c["datagrams_in"] for c in blind] == [0, 0], blind
     assert all("IPsec bypass" not in c["ready"] for c in blind), blind
 
@@ -291,15 +395,25 @@ def crash_and_serve(pair: NetnsPair, secret: Path, crash: Callable[[], None], ou
         assert h.exchange == wire.EXCHANGE_INFORMATIONAL and not h.response, h
         assert (q.dport, h.spi_i, h.spi_r, h.message_id) in answered, f"{h} unanswered"
 
-    decoded = subprocess.run([*IKEQCD, "decode", "--pcap", str(out), "--secret-file",
-                              str(secret)], capture_output=True, text=True, timeout=30, cwd=ROOT)
+    decoded = subprocess.run(
+        [*IKEQCD, "decode", "--pcap", str(out), "--secret-file", str(secret)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        check=False,
+    )
     assert decoded.returncode == 0, decoded.stderr
     assert decoded.stdout.count("token VERIFIED") == len(replies), decoded.stdout
     assert decoded.stdout.count("N(INVALID_IKE_SPI)") == len(replies), decoded.stdout
     assert "not a valid IKEv2 message" not in decoded.stdout
-    shark = subprocess.run(["tshark", "-r", str(out), "-V", "-Y",
-                            "isakmp.notify.msgtype == 16419"],
-                           capture_output=True, text=True, timeout=60)
+    shark = subprocess.run(
+        ["tshark", "-r", str(out), "-V", "-Y", "isakmp.notify.msgtype == 16419"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert shark.returncode == 0, shark.stderr
     assert shark.stdout.count("Notify Message Type: QUICK_CRASH_DETECTION (16419)") == len(replies)
     assert shark.stdout.count("Notify Message Type: INVALID_IKE_SPI (4)") == len(replies)

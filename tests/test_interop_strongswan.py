@@ -20,27 +20,16 @@ Set IKEQCD_INTEROP_SAVE=DIR to keep the captures (tests/corpus/ was made that wa
 
 from __future__ import annotations
 
-import os
-import shutil
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from ikeqcd import SecretStore, wire
 
-from ikeqcd import SecretStore
 from tests import interop_netns as nn
 from tests.interop_daemons import CHARON, Charon
 
 pytestmark = pytest.mark.interop
-
-
-@pytest.fixture
-def summary(record_property: Callable[[str, object], None]) -> Callable[[str], None]:
-    def line(text: str) -> None:
-        record_property("interop_summary", text)
-
-    return line
 
 
 @pytest.fixture
@@ -53,21 +42,13 @@ def pair(summary: Callable[[str], None]) -> Iterator[nn.NetnsPair]:
         yield p
 
 
-def save(*files: Path) -> None:
-    if os.environ.get("IKEQCD_INTEROP_SAVE"):
-        for f in files:
-            shutil.copy(f, Path(os.environ["IKEQCD_INTEROP_SAVE"]) / f.name)
-
-
 def test_strongswan_dpd_after_crash_answered_with_qcd_token(
     pair: nn.NetnsPair, tmp_path: Path, summary: Callable[[str], None]
 ) -> None:
     secret = tmp_path / "qcd.secret"
     SecretStore(secret).create()
-    ini = Charon(pair.ns_i, tmp_path / "initiator", nn.ADDR_I, nn.ADDR_R, "initiator",
-                 "responder")
-    res = Charon(pair.ns_r, tmp_path / "responder", nn.ADDR_R, nn.ADDR_I, "responder",
-                 "initiator")
+    ini = Charon(pair.ns_i, tmp_path / "initiator", nn.ADDR_I, nn.ADDR_R, "initiator", "responder")
+    res = Charon(pair.ns_r, tmp_path / "responder", nn.ADDR_R, nn.ADDR_I, "responder", "initiator")
     setup_pcap = tmp_path / "strongswan-setup.pcap"
     crash_pcap = tmp_path / "strongswan-crash.pcap"
     try:
@@ -78,15 +59,11 @@ def test_strongswan_dpd_after_crash_answered_with_qcd_token(
             assert "initiate completed successfully" in out, out
             sas = ini.swanctl("--list-sas")
             assert "ESTABLISHED" in sas, sas
-            # one DPD exchange while both daemons live (the corpus's INFORMATIONALs)
-            deadline = time.monotonic() + 6
-            while "parsed INFORMATIONAL response" not in ini.log() + res.log():
-                assert time.monotonic() < deadline, ini.log() + res.log()
-                time.sleep(0.1)
+            # a DPD exchange while both daemons live (the corpus's INFORMATIONALs)
+            nn.wait_for_response(setup_pcap, nn.ADDR_R, wire.EXCHANGE_INFORMATIONAL)
         result = nn.crash_and_serve(pair, secret, res.crash, crash_pcap, ini.log)
-        save(setup_pcap, crash_pcap)
+        nn.save(setup_pcap, crash_pcap)
     finally:
         ini.stop()
         res.stop()
-    summary(nn.summary_line(f"{ini.version()} (survivor) after {res.version()} crashed",
-                            result))
+    summary(nn.summary_line(f"{ini.version()} (survivor) after {res.version()} crashed", result))
