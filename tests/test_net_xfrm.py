@@ -16,7 +16,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from ikeqcd import TokenMaker, wire
 from ikeqcd.net import Server
 
