@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -202,6 +203,12 @@ class Charon(Daemon):
         return f"strongSwan {words[-1] if words else '?'}"
 
 
+def certutil() -> str | None:
+    """NSS's certutil (pluto's key database), unpacked next to libreswan or installed."""
+    unpacked = LIBRESWAN_ROOT / "usr/bin/certutil"
+    return str(unpacked) if unpacked.exists() else shutil.which("certutil")
+
+
 def libreswan_missing() -> str | None:
     """Why libreswan cannot run here (``None``: it can)."""
     if not PLUTO.exists():
@@ -218,6 +225,8 @@ def libreswan_missing() -> str | None:
         timeout=10,
         check=False,
     )
+    if certutil() is None:
+        return "NSS's certutil (Debian libnss3-tools) is not installed: pluto needs a key database"
     missing = re.findall(r"^\s*(\S+) => not found", r.stdout, re.MULTILINE)
     if missing:
         return f"libreswan's pluto lacks libraries: {', '.join(missing)}"
@@ -242,7 +251,7 @@ class Pluto(Daemon):
         (d / "run/pluto").mkdir(parents=True)
         self.env = self.lib_env()
         nn.sh(
-            str(LIBRESWAN_ROOT / "usr/bin/certutil"),
+            certutil() or "certutil",
             "-N",
             "-d",
             f"sql:{d}/nss",
