@@ -188,47 +188,50 @@ class Serve:
     ready: str
 
 
-def start_serve(pair: NetnsPair, secret: Path, port: int, *, bypass: bool) -> Serve:
-    """``ikeqcd serve`` in the responder's namespace on ``ADDR_R:port`` (UDP/4500 framing on
-    4500), no reply limits (a closed test bed), final counters as JSON on stdout; returns
-    once it listens. Stop it with :func:`stop_serve`."""
-    argv = [
-        "ip",
-        "netns",
-        "exec",
-        pair.ns_r,
-        *IKEQCD,
-        "serve",
-        "--listen",
-        f"{ADDR_R}:{port}",
-        "--secret-file",
-        str(secret),
-        "--unlimited",
-        "--json",
-    ]
-    if port == 4500:
-        argv.append("--nat-t")
-    if not bypass:
-        argv.append("--no-xfrm-bypass")
-    proc = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
-    )
+def start_serves(pair: NetnsPair, secret: Path, *, bypass: bool) -> list[Serve]:
+    """``ikeqcd serve`` in the responder's namespace on ``ADDR_R:500`` and ``ADDR_R:4500``
+    (UDP/4500 framing), no reply limits (a closed test bed), final counters as JSON on
+    stdout; returns once both listen. Stop them with :func:`stop_serve`; each also stops by
+    itself after a minute, should a failed test leave it behind."""
+    procs = []
+    for port in (500, 4500):
+        argv = [*("ip", "netns", "exec", pair.ns_r), *IKEQCD, "serve", "--listen",
+                f"{ADDR_R}:{port}", "--secret-file", str(secret), "--unlimited", "--json",
+                "--duration", "60"]  # fmt: skip
+        if port == 4500:
+            argv.append("--nat-t")
+        if not bypass:
+            argv.append("--no-xfrm-bypass")
+        procs.append(
+            subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+            )
+        )
+    try:
+        return [Serve(proc, _ready_line(proc)) for proc in procs]
+    except BaseException:
+        for proc in procs:
+            stop(proc)
+            proc.communicate()
+        raise
+
+
+def _ready_line(proc: subprocess.Popen[str]) -> str:
     assert proc.stdout is not None
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ)
         if not sel.select(timeout=15):
-            stop(proc)
-            raise AssertionError(f"ikeqcd serve did not start: {proc.communicate()}")
+            raise AssertionError("ikeqcd serve did not start within 15 s")
     line = proc.stdout.readline()
     if "listening on" not in line:
         stop(proc)
         out, err = proc.communicate()
         raise AssertionError(f"ikeqcd serve did not start: {line}{out}{err}")
-    return Serve(proc, line)
+    return line
 
 
 def stop_serve(serve: Serve) -> dict[str, Any]:
-    """SIGTERM a :func:`start_serve` process; its JSON counters (``stderr`` and ``ready``:
+    """SIGTERM a :func:`start_serves` process; its JSON counters (``stderr`` and ``ready``:
     its stderr and the line it printed once listening)."""
     proc = serve.proc
     proc.send_signal(signal.SIGTERM)
@@ -332,7 +335,7 @@ def crash_and_serve(
     survivor_log: Callable[[], str],
     *,
     blind_s: float = 2.5,
-    serve_s: float = 7,
+    serve_s: float = 4.5,
 ) -> CrashResult:
     """Crash the responder's daemon (``crash``), leave (or add) a transport-mode policy,
     run ``serve`` on ADDR_R:500 and :4500 first without then with the XFRM bypass, and check
@@ -353,18 +356,25 @@ def crash_and_serve(
             by_hand = 2
         policies = pair.xfrm_policies(pair.ns_r)
         assert "mode transport" in policies, policies
-        # 1. no bypass: the leftover policy swallows the survivor's requests
-        blocked = [start_serve(pair, secret, port, bypass=False) for port in (500, 4500)]
-        t_a = time.time()
-        time.sleep(blind_s)
-        t_b = time.time()
-        blind = [stop_serve(p) for p in blocked]
-        # 2. the default: per-socket bypass; the survivor is still retransmitting
-        served = [start_serve(pair, secret, port, bypass=True) for port in (500, 4500)]
-        t_c = time.time()
-        time.sleep(serve_s)
-        t_d = time.time()
-        counters = [stop_serve(p) for p in served]
+        running: list[Serve] = []
+        try:
+            # 1. no bypass: the leftover policy swallows the survivor's requests
+            running = start_serves(pair, secret, bypass=False)
+            t_a = time.time()
+            time.sleep(blind_s)
+            t_b = time.time()
+            blind = [stop_serve(p) for p in running]
+            # 2. the default: per-socket bypass; the survivor is still retransmitting
+            running = start_serves(pair, secret, bypass=True)
+            t_c = time.time()
+            time.sleep(serve_s)
+            t_d = time.time()
+            counters = [stop_serve(p) for p in running]
+        finally:
+            for p in running:
+                if p.proc.poll() is None:
+                    stop(p.proc)
+                    p.proc.communicate()
 
     packets = pcap.read_pcap(out)
     swallowed = in_window(packets, t_a, t_b, ADDR_I)

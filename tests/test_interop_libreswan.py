@@ -106,7 +106,7 @@ def test_libreswan_liveness_after_crash_answered(
         failed = child_failure(ini.log(), res.log())
         if failed:
             # does libreswan probe liveness without a Child SA? Crash the peer and watch.
-            watch = 8.0
+            watch = 6.0
             with nn.capture(pair, probe_pcap):
                 res.crash()
                 time.sleep(watch)
