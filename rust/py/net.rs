@@ -52,7 +52,6 @@ pub struct PyUdpServer {
 impl PyUdpServer {
     #[new]
     #[pyo3(signature = (listen, maker, /, *, nat_t = false, gso = true, gate = None, live = None, xfrm_bypass = false))]
-    #[allow(clippy::too_many_arguments)]
     fn new(
         listen: &str,
         maker: &Bound<'_, PyTokenMaker>,
