@@ -45,14 +45,12 @@ def summary(record_property: Callable[[str, object], None]) -> Callable[[str], N
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Print what the interop tests measured (``record_property("interop_summary", ...)``),
     so that a plain ``pytest -q`` run (CI's) shows it without ``-s`` or ``-rA``."""
-    lines = [
-        f"{report.nodeid.split('::')[-1]}: {value}"
-        for reports in terminalreporter.stats.values()
-        for report in reports
-        if getattr(report, "when", None) == "call"
-        for key, value in getattr(report, "user_properties", ())
-        if key == "interop_summary"
-    ]
+    lines: dict[str, None] = {}  # every phase's report carries the test's properties
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for key, value in getattr(report, "user_properties", ()):
+                if key == "interop_summary":
+                    lines[f"{report.nodeid.split('::')[-1]}: {value}"] = None
     if lines:
         terminalreporter.write_sep("-", "interop with real IKE daemons")
         for line in lines:

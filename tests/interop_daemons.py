@@ -22,6 +22,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import TypeVar
 
 from tests import interop_netns as nn
 
@@ -105,7 +106,12 @@ secrets {{
 """
 
 
+D = TypeVar("D", bound="Daemon")
+
+
 class Daemon:
+    """A daemon process started by this module; a context manager that stops it."""
+
     proc: subprocess.Popen[bytes]
     comm: str
     d: Path
@@ -122,6 +128,12 @@ class Daemon:
 
     def stop(self) -> None:
         nn.stop(self.proc)
+
+    def __enter__(self: D) -> D:  # noqa: PYI019 (typing.Self is 3.11+)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def _start(self, ns: str, mounts: str, argv: str, env: dict[str, str] | None) -> None:
         with open(self.d / "stdout", "w") as out:

@@ -43,19 +43,14 @@ def test_libreswan_crashed_gateway_answered_for_strongswan(
 ) -> None:
     secret = tmp_path / "qcd.secret"
     SecretStore(secret).create()
-    ini = Charon(
-        pair.ns_i,
-        tmp_path / "strongswan",
-        nn.ADDR_I,
-        nn.ADDR_R,
-        "initiator",
-        "responder",
-        child=True,
-    )
-    res = Pluto(pair.ns_r, tmp_path / "libreswan", nn.ADDR_R, nn.ADDR_I, "responder", "initiator")
     setup_pcap = tmp_path / "libreswan-responder-setup.pcap"
     crash_pcap = tmp_path / "libreswan-responder-crash.pcap"
-    try:
+    with (
+        Charon(pair.ns_i, tmp_path / "strongswan", nn.ADDR_I, nn.ADDR_R, "initiator",
+               "responder", child=True) as ini,
+        Pluto(pair.ns_r, tmp_path / "libreswan", nn.ADDR_R, nn.ADDR_I, "responder",
+              "initiator") as res,
+    ):  # fmt: skip
         ini.ready()
         res.ready()
         with nn.capture(pair, setup_pcap):
@@ -67,9 +62,6 @@ def test_libreswan_crashed_gateway_answered_for_strongswan(
             nn.wait_for_response(setup_pcap, nn.ADDR_R, wire.EXCHANGE_INFORMATIONAL)
         result = nn.crash_and_serve(pair, secret, res.crash, crash_pcap, ini.log)
         nn.save(setup_pcap, crash_pcap)
-    finally:
-        ini.stop()
-        res.stop()
     summary(nn.summary_line(f"{ini.version()} (survivor) after {res.version()} crashed", result))
 
 
@@ -87,30 +79,27 @@ def test_libreswan_liveness_after_crash_answered(
 ) -> None:
     secret = tmp_path / "qcd.secret"
     SecretStore(secret).create()
-    ini = Pluto(pair.ns_i, tmp_path / "libreswan", nn.ADDR_I, nn.ADDR_R, "initiator", "responder")
-    res = Charon(
-        pair.ns_r,
-        tmp_path / "strongswan",
-        nn.ADDR_R,
-        nn.ADDR_I,
-        "responder",
-        "initiator",
-        child=True,
-    )
+    watch_pcap = tmp_path / "libreswan-watch.pcap"
     probe_pcap = tmp_path / "libreswan-liveness.pcap"
-    try:
+    with (
+        Pluto(pair.ns_i, tmp_path / "libreswan", nn.ADDR_I, nn.ADDR_R, "initiator",
+              "responder") as ini,
+        Charon(pair.ns_r, tmp_path / "strongswan", nn.ADDR_R, nn.ADDR_I, "responder",
+               "initiator", child=True) as res,
+    ):  # fmt: skip
         ini.ready()
         res.ready()
         out = ini.whack("--name", "qcd", "--initiate")
         assert "established IKE SA" in out, f"{out}\n{ini.log()}\n{res.log()}"
         failed = child_failure(ini.log(), res.log())
+        crash = res.crash
         if failed:
             # does libreswan probe liveness without a Child SA? Crash the peer and watch.
             watch = 6.0
-            with nn.capture(pair, probe_pcap):
+            with nn.capture(pair, watch_pcap):
                 res.crash()
                 time.sleep(watch)
-            probes = [p for p in pcap.read_pcap(probe_pcap) if p.src == nn.ADDR_I]
+            probes = [p for p in pcap.read_pcap(watch_pcap) if p.src == nn.ADDR_I]
             if not probes:
                 why = (
                     f"{ini.version()} established the IKE SA, but the Child SA could not "
@@ -121,12 +110,9 @@ def test_libreswan_liveness_after_crash_answered(
                 )
                 summary(f"skipped: {why}")
                 pytest.skip(why)
-            pytest.fail(
-                f"libreswan probed without a Child SA ({len(probes)} datagrams): "
-                "extend this test to answer them"
-            )
-        result = nn.crash_and_serve(pair, secret, res.crash, probe_pcap, ini.log)
-    finally:
-        ini.stop()
-        res.stop()
+
+            def crash() -> None:  # it probes all the same: the peer is down already
+                pass
+
+        result = nn.crash_and_serve(pair, secret, crash, probe_pcap, ini.log)
     summary(nn.summary_line(f"{ini.version()} (survivor) after {res.version()} crashed", result))

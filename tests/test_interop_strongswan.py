@@ -47,11 +47,14 @@ def test_strongswan_dpd_after_crash_answered_with_qcd_token(
 ) -> None:
     secret = tmp_path / "qcd.secret"
     SecretStore(secret).create()
-    ini = Charon(pair.ns_i, tmp_path / "initiator", nn.ADDR_I, nn.ADDR_R, "initiator", "responder")
-    res = Charon(pair.ns_r, tmp_path / "responder", nn.ADDR_R, nn.ADDR_I, "responder", "initiator")
     setup_pcap = tmp_path / "strongswan-setup.pcap"
     crash_pcap = tmp_path / "strongswan-crash.pcap"
-    try:
+    with (
+        Charon(pair.ns_i, tmp_path / "initiator", nn.ADDR_I, nn.ADDR_R, "initiator",
+               "responder") as ini,
+        Charon(pair.ns_r, tmp_path / "responder", nn.ADDR_R, nn.ADDR_I, "responder",
+               "initiator") as res,
+    ):  # fmt: skip
         ini.ready()
         res.ready()
         with nn.capture(pair, setup_pcap):
@@ -63,7 +66,4 @@ def test_strongswan_dpd_after_crash_answered_with_qcd_token(
             nn.wait_for_response(setup_pcap, nn.ADDR_R, wire.EXCHANGE_INFORMATIONAL)
         result = nn.crash_and_serve(pair, secret, res.crash, crash_pcap, ini.log)
         nn.save(setup_pcap, crash_pcap)
-    finally:
-        ini.stop()
-        res.stop()
     summary(nn.summary_line(f"{ini.version()} (survivor) after {res.version()} crashed", result))
