@@ -9,8 +9,8 @@ veth of the interop tests (classic pcap, Ethernet) and kept under tests/corpus/.
   QCD_TOKEN replies;
 - ``libreswan-responder-setup.pcap``: strongSwan 5.9.8 initiating to libreswan 4.10: an
   IKE_SA_INIT answered with N(INVALID_KE_PAYLOAD) and retried (once retransmitted), IKE_AUTH
-  with a Child SA
-  request (refused: no ESP in the capturing kernel; the IKE SA stays), a DPD exchange;
+  with a Child SA request (refused: no ESP in the capturing kernel; the IKE SA stays), a DPD
+  exchange;
 - ``libreswan-responder-crash.pcap``: strongSwan's DPD retransmissions after pluto was
   SIGKILLed, and ``serve``'s replies.
 
