@@ -77,9 +77,12 @@ swanctl {{
 """
 
 
-def swanctl_conf(me: str, peer: str, name: str, peer_name: str, *, child: bool) -> str:
+def swanctl_conf(
+    me: str, peer: str, name: str, peer_name: str, *, child: bool, mobike: bool = True
+) -> str:
     """A PSK connection with DPD every 2 s; ``child``: ask for a transport-mode Child SA in
-    IKE_AUTH (for peers without RFC 6023), else childless."""
+    IKE_AUTH (for peers without RFC 6023), else childless; ``mobike``: MOBIKE, which moves
+    the SA to UDP/4500 in IKE_AUTH (without it, it stays on UDP/500)."""
     children = "    children {\n      qcd {\n        mode = transport\n      }\n    }\n"
     return f"""connections {{
   qcd {{
@@ -87,6 +90,7 @@ def swanctl_conf(me: str, peer: str, name: str, peer_name: str, *, child: bool) 
     local_addrs = {me}
     remote_addrs = {peer}
     dpd_delay = 2s
+    mobike = {"yes" if mobike else "no"}
     childless = {"allow" if child else "force"}
     local {{
       auth = psk
@@ -178,12 +182,15 @@ class Charon(Daemon):
         peer_name: str,
         *,
         child: bool = False,
+        mobike: bool = True,
     ) -> None:
         self.d = d
         d.mkdir()
         (d / "run").mkdir()
         (d / "strongswan.conf").write_text(strongswan_conf(d))
-        (d / "swanctl.conf").write_text(swanctl_conf(me, peer, name, peer_name, child=child))
+        (d / "swanctl.conf").write_text(
+            swanctl_conf(me, peer, name, peer_name, child=child, mobike=mobike)
+        )
         self.env = dict(os.environ, STRONGSWAN_CONF=str(d / "strongswan.conf"))
         self._start(ns, f"mount --bind {d}/run /run", CHARON, self.env)
 

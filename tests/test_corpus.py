@@ -7,6 +7,8 @@ veth of the interop tests (classic pcap, Ethernet) and kept under tests/corpus/.
 - ``strongswan-crash.pcap``: after the responder's charon was SIGKILLed, the initiator's DPD
   retransmissions (same SPIs and Message ID) and ``ikeqcd serve``'s INVALID_IKE_SPI +
   QCD_TOKEN replies;
+- ``strongswan-udp500-setup.pcap`` / ``-crash.pcap``: the same without MOBIKE, so that the
+  SA and its DPD stay on UDP/500 (here the responder's DPD came first);
 - ``libreswan-responder-setup.pcap``: strongSwan 5.9.8 initiating to libreswan 4.10: an
   IKE_SA_INIT answered with N(INVALID_KE_PAYLOAD) and retried (once retransmitted), IKE_AUTH
   with a Child SA request (refused: no ESP in the capturing kernel; the IKE SA stays), a DPD
@@ -15,7 +17,8 @@ veth of the interop tests (classic pcap, Ethernet) and kept under tests/corpus/.
   SIGKILLed, and ``serve``'s replies.
 
 Both the ``ikeqcd decode --pcap`` command and the Python parser must read every datagram.
-Regenerate with ``IKEQCD_INTEROP_SAVE=tests/corpus pytest -m interop`` (as root).
+Regenerate with ``IKEQCD_INTEROP_SAVE=tests/corpus pytest -m interop`` (as root), then
+update the counts below.
 """
 
 from __future__ import annotations
@@ -46,6 +49,21 @@ EXPECTED: dict[str, tuple[set[tuple[int, bool]], int]] = {
     "strongswan-crash.pcap": (
         {(wire.EXCHANGE_INFORMATIONAL, False), (wire.EXCHANGE_INFORMATIONAL, True)},
         13,
+    ),
+    "strongswan-udp500-setup.pcap": (
+        {
+            (wire.EXCHANGE_IKE_SA_INIT, False),
+            (wire.EXCHANGE_IKE_SA_INIT, True),
+            (wire.EXCHANGE_IKE_AUTH, False),
+            (wire.EXCHANGE_IKE_AUTH, True),
+            (wire.EXCHANGE_INFORMATIONAL, False),
+            (wire.EXCHANGE_INFORMATIONAL, True),
+        },
+        6,
+    ),
+    "strongswan-udp500-crash.pcap": (
+        {(wire.EXCHANGE_INFORMATIONAL, False), (wire.EXCHANGE_INFORMATIONAL, True)},
+        11,
     ),
     "libreswan-responder-setup.pcap": (
         {

@@ -59,7 +59,7 @@ def test_libreswan_crashed_gateway_answered_for_strongswan(
             sas = ini.swanctl("--list-sas")
             assert "ESTABLISHED" in sas, f"{sas}\n{ini.log()}\n{res.log()}"
             # a DPD exchange while both daemons live (the corpus's INFORMATIONALs)
-            nn.wait_for_response(setup_pcap, nn.ADDR_R, wire.EXCHANGE_INFORMATIONAL)
+            nn.wait_for_response(setup_pcap, wire.EXCHANGE_INFORMATIONAL)
         result = nn.crash_and_serve(pair, secret, res.crash, crash_pcap, ini.log)
         nn.save(setup_pcap, crash_pcap)
     summary(nn.summary_line(f"{ini.version()} (survivor) after {res.version()} crashed", result))
