@@ -264,9 +264,9 @@ class Server:
         )
         if self._core.xfrm_bypass_error is not None:
             _log.warning(
-                "ikeqcd serve: no IPsec bypass on %s (%s): leftover XFRM policies of a "
-                "crashed IKE daemon may swallow requests; run with CAP_NET_ADMIN or flush "
-                "them (ip xfrm policy flush)",
+                "ikeqcd serve: no IPsec bypass on %s (%s): a crashed IKE daemon's leftover "
+                "XFRM policies for this address would swallow its requests; give serve "
+                "CAP_NET_ADMIN (run it as root, or with that capability) to set the bypass",
                 _address(self._core.address, False, "listen"),
                 self._core.xfrm_bypass_error,
             )
