@@ -27,6 +27,9 @@ use crate::table::SaTable;
 use crate::token::TokenMaker;
 use crate::wire::{self, RequestOptions};
 
+#[path = "net_xfrm.rs"]
+pub mod xfrm;
+
 /// Most datagrams moved by one `recvmmsg`/`sendmmsg` call.
 pub const BATCH: usize = 64;
 /// Receive buffer per `recvmmsg` slot: the largest UDP payload, so nothing is ever truncated
@@ -214,6 +217,17 @@ impl Server {
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Exempt this socket from the kernel's IPsec (XFRM) policies, as IKE daemons do for
+    /// their own sockets: a crashed daemon's leftover transport-mode policies would otherwise
+    /// swallow the peer's requests before this socket sees them (see [`xfrm`]).
+    ///
+    /// # Errors
+    /// The OS error (EPERM without `CAP_NET_ADMIN`, `Unsupported` off Linux); the socket is
+    /// unchanged and still serves.
+    pub fn xfrm_bypass(&self) -> std::io::Result<()> {
+        xfrm::bypass(&self.sock)
     }
 
     /// Whether UDP GSO/GRO is in use: requests that a peer sent as one segmented batch

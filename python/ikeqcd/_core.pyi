@@ -558,6 +558,10 @@ class _UdpServer:
             buffer, runs of equal-sized replies to one source sent as one segmented send).
         gate: the reply policy; ``None`` answers every candidate with tokens.
         live: live SAs, never answered with a token (read-locked once per batch).
+        xfrm_bypass: set per-socket IPsec bypass policies (``IP_XFRM_POLICY`` /
+            ``IPV6_XFRM_POLICY``, ALLOW in and out) so that leftover XFRM policies do not
+            swallow the socket's datagrams; a refusal (EPERM without ``CAP_NET_ADMIN``) is
+            kept in :attr:`xfrm_bypass_error`, never raised.
 
     Raises:
         InvalidArgument: ``listen`` is not a usable address.
@@ -574,10 +578,17 @@ class _UdpServer:
         gso: bool = True,
         gate: _MakerGate | None = None,
         live: SaTable | None = None,
+        xfrm_bypass: bool = False,
     ) -> _UdpServer: ...
     @property
     def address(self) -> tuple[str, int]:
         """The bound (host, port)."""
+    @property
+    def xfrm_bypass(self) -> bool:
+        """Whether the per-socket XFRM bypass policies are set (asked for and permitted)."""
+    @property
+    def xfrm_bypass_error(self) -> str | None:
+        """Why the bypass asked for could not be set (``None``: set, or not asked for)."""
     @property
     def gso(self) -> bool:
         """Whether UDP GSO/GRO is in use (asked for, available, never refused)."""

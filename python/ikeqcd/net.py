@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import signal
 import sys
@@ -42,6 +43,8 @@ from ikeqcd.errors import InvalidArgument, NetworkError
 from ikeqcd.maker import Reason
 from ikeqcd.policy import MakerPolicy
 from ikeqcd.secret import SecretStore
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_NAT_T_PORT",
@@ -210,6 +213,13 @@ class Server:
             equal-sized replies to one source leave as one segmented send. Each request is
             still its own datagram and gets its own reply; the kernel just moves fewer
             buffers. Falls back to plain datagrams when unavailable.
+        xfrm_bypass: exempt the socket from the kernel's IPsec (XFRM) policies, as IKE
+            daemons do for their own sockets (Linux; needs ``CAP_NET_ADMIN``). A daemon that
+            crashed without a reboot leaves its policies in place, and a transport-mode
+            host-to-host policy swallows the peer's IKE requests before the socket sees them.
+            Where the kernel refuses (no privilege), the server still runs without it:
+            :attr:`xfrm_bypass` is false, :attr:`xfrm_bypass_error` says why, and a warning
+            is logged on the ``ikeqcd.net`` logger.
 
     Raises:
         NetworkError: the socket cannot be bound (address in use, no permission, not Linux).
@@ -229,6 +239,7 @@ class Server:
         live: SaTable | None = None,
         clock: Callable[[], float] = time.monotonic,
         gso: bool = True,
+        xfrm_bypass: bool = True,
     ) -> None:
         if maker_or_store is None:
             raise InvalidArgument("Server needs a TokenMaker or a SecretStore")
@@ -253,7 +264,16 @@ class Server:
             gso=bool(gso),
             gate=gate,
             live=live,
+            xfrm_bypass=bool(xfrm_bypass),
         )
+        if self._core.xfrm_bypass_error is not None:
+            _log.warning(
+                "ikeqcd serve: no IPsec bypass on %s (%s): a crashed IKE daemon's leftover "
+                "XFRM policies for this address would swallow its requests; give serve "
+                "CAP_NET_ADMIN (run it as root, or with that capability) to set the bypass",
+                _address(self._core.address, False, "listen"),
+                self._core.xfrm_bypass_error,
+            )
         self._served = 0.0
 
     @property
@@ -275,6 +295,16 @@ class Server:
     def gso(self) -> bool:
         """Whether UDP GSO/GRO is in use."""
         return self._core.gso
+
+    @property
+    def xfrm_bypass(self) -> bool:
+        """Whether the socket's per-socket XFRM bypass policies are set."""
+        return self._core.xfrm_bypass
+
+    @property
+    def xfrm_bypass_error(self) -> str | None:
+        """Why the bypass asked for is not set (``None``: set, or not asked for)."""
+        return self._core.xfrm_bypass_error
 
     @property
     def stopped(self) -> bool:
@@ -455,6 +485,7 @@ def serve(
     on_stats: Callable[[ServeStats], None] | None = None,
     on_ready: Callable[[Server, tuple[str, int] | None], None] | None = None,
     gso: bool = True,
+    xfrm_bypass: bool = True,
 ) -> ServeStats:
     """Run a rebooted gateway until SIGINT/SIGTERM (or ``duration``); returns the counters.
 
@@ -472,6 +503,9 @@ def serve(
         on_stats: called with the counters every ``stats_interval`` seconds.
         on_ready: called once the socket is bound, with the server and the metrics address.
         gso: use UDP GSO/GRO where available (see :class:`Server`).
+        xfrm_bypass: exempt the socket from leftover IPsec policies (Linux, needs
+            ``CAP_NET_ADMIN``; without it a warning is logged and serving goes on; see
+            :class:`Server`).
 
     SIGINT and SIGTERM stop the server cleanly (when called from the main thread); the final
     counters are returned either way.
@@ -480,7 +514,15 @@ def serve(
         NetworkError: a socket cannot be bound.
         SecretFileError: the store cannot be loaded.
     """
-    server = Server(listen, maker_or_store, nat_t=nat_t, policy=policy, live=live, gso=gso)
+    server = Server(
+        listen,
+        maker_or_store,
+        nat_t=nat_t,
+        policy=policy,
+        live=live,
+        gso=gso,
+        xfrm_bypass=xfrm_bypass,
+    )
     with _prometheus(prometheus_port, server.stats) as metrics, _stop_on_signals(server):
         if on_ready is not None:
             on_ready(server, metrics)
@@ -899,6 +941,14 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         action="store_true",
         help="plain datagrams only: no UDP GRO receives or GSO sends",
     )
+    p.add_argument(
+        "--no-xfrm-bypass",
+        action="store_true",
+        help="do not exempt the socket from the kernel's IPsec (XFRM) policies (by default "
+        "serve sets per-socket bypass policies, as IKE daemons do, so that a crashed "
+        "daemon's leftover policies cannot swallow requests; needs CAP_NET_ADMIN, else a "
+        "warning)",
+    )
     g = p.add_argument_group("reply policy (MakerPolicy; defaults are the library's)")
     d = MakerPolicy()
     g.add_argument(
@@ -1002,6 +1052,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     def ready(server: Server, metrics: tuple[str, int] | None) -> None:
         framing = "UDP/4500 framing" if server.nat_t else "UDP/500 framing"
         framing += ", GSO/GRO" if server.gso else ", plain datagrams"
+        if server.xfrm_bypass:
+            framing += ", IPsec bypass"
         print(
             f"ikeqcd serve: listening on {_address(server.address, False, 'listen')} ({framing}); "
             f"secret {store.fingerprint()} ({store.algorithm}, {store.generations} "
@@ -1026,6 +1078,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         on_stats=None if quiet else on_stats,
         on_ready=ready,
         gso=not args.no_gso,
+        xfrm_bypass=not args.no_xfrm_bypass,
     )
     print(stats.to_json() if args.json else stats.format(), flush=True)
     return 0

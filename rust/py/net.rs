@@ -45,12 +45,13 @@ pub struct PyUdpServer {
     addr: SocketAddr,
     gate: Option<Py<PyMakerGate>>,
     live: Option<Py<PySaTable>>,
+    xfrm_bypass: Option<Result<(), String>>,
 }
 
 #[pymethods]
 impl PyUdpServer {
     #[new]
-    #[pyo3(signature = (listen, maker, /, *, nat_t = false, gso = true, gate = None, live = None))]
+    #[pyo3(signature = (listen, maker, /, *, nat_t = false, gso = true, gate = None, live = None, xfrm_bypass = false))]
     fn new(
         listen: &str,
         maker: &Bound<'_, PyTokenMaker>,
@@ -58,10 +59,13 @@ impl PyUdpServer {
         gso: bool,
         gate: Option<Bound<'_, PyMakerGate>>,
         live: Option<Bound<'_, PySaTable>>,
+        xfrm_bypass: bool,
     ) -> PyResult<Self> {
         let at = net::resolve(listen)?;
         let server = Server::bind(at, maker.get().inner.clone(), nat_t, gso)?;
+        let xfrm_bypass = xfrm_bypass.then(|| server.xfrm_bypass().map_err(|e| e.to_string()));
         Ok(PyUdpServer {
+            xfrm_bypass,
             counters: server.counters(),
             addr: server.local_addr(),
             server: Mutex::new(server),
@@ -75,6 +79,21 @@ impl PyUdpServer {
     #[getter]
     fn address(&self) -> (String, u16) {
         host_port(self.addr)
+    }
+
+    /// Whether the per-socket XFRM bypass policies are set (asked for and permitted).
+    #[getter]
+    fn xfrm_bypass(&self) -> bool {
+        matches!(self.xfrm_bypass, Some(Ok(())))
+    }
+
+    /// Why the XFRM bypass asked for could not be set (`None`: set, or not asked for).
+    #[getter]
+    fn xfrm_bypass_error(&self) -> Option<String> {
+        match &self.xfrm_bypass {
+            Some(Err(e)) => Some(e.clone()),
+            _ => None,
+        }
     }
 
     /// Whether UDP GSO/GRO is in use (asked for, available, and never refused).
