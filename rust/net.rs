@@ -428,6 +428,25 @@ impl Histogram {
         self.max
     }
 
+    /// The non-empty buckets as (middle of the bucket, count), in increasing order: a
+    /// compact copy of the distribution (for Locust's statistics). The middles do not depend
+    /// on the values counted, so two snapshots can be subtracted bucket by bucket.
+    pub fn buckets(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, &c)| c > 0)
+            .map(|(i, &c)| {
+                let lo = bucket_low(i);
+                let hi = if i + 1 < BUCKETS {
+                    bucket_low(i + 1)
+                } else {
+                    u64::MAX
+                };
+                (lo + (hi - lo) / 2, c)
+            })
+    }
+
     /// The `q`-quantile (0..=1), as the middle of its bucket (capped at the maximum); 0 when
     /// empty.
     #[must_use]

@@ -646,6 +646,9 @@ class _LoadDriver:
         """Receive until nothing is in flight or ``max`` seconds pass (GIL released)."""
     def stop(self) -> None:
         """Make a running :meth:`run` or :meth:`drain` return at once."""
+    def latency_buckets(self) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+        """The latency distribution so far: (bucket middles in ns, counts), non-empty
+        buckets of the log-linear histogram only."""
     def report(self) -> dict[str, float]:
         """Counts (sent, answered, valid, bare, bad_token, mismatched, malformed, unmatched,
         late, lost, send_errors, recv_errors, in_flight), ``elapsed`` and ``send_span``

@@ -246,6 +246,18 @@ impl PyLoadDriver {
         Ok(())
     }
 
+    /// The latency distribution so far: (bucket middles in ns, counts), both uint64, only
+    /// the non-empty buckets of the log-linear histogram (about 6 % resolution).
+    #[allow(clippy::type_complexity)]
+    fn latency_buckets<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> (Bound<'py, PyArray1<u64>>, Bound<'py, PyArray1<u64>>) {
+        let h = self.lock().latency();
+        let (mids, counts): (Vec<u64>, Vec<u64>) = h.buckets().unzip();
+        (mids.into_pyarray(py), counts.into_pyarray(py))
+    }
+
     /// Make a running `run`/`drain` return at once; from any thread.
     fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
