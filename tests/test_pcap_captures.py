@@ -36,7 +36,7 @@ def traffic() -> list[tuple[int, bytes]]:
     """(destination port, UDP payload): a request and its QCD reply on 500 and on 4500."""
     out = []
     for port, nat in ((500, False), (4500, True)):
-        req = wire.build_request(SPI_I, SPI_R, message_id=3, sk_body=bytes(16), nat_t=nat)
+        req = wire.build_request(SPI_I, SPI_R, message_id=3, nat_t=nat)
         reply = TokenResponder(MAKER, nat_t=nat).respond(req)
         assert reply is not None
         out += [(port, req), (port, reply)]
