@@ -5,6 +5,8 @@
 //! - [`kernel`]: HMAC with precomputed pad states over the `sha2`/`sha1` compression functions;
 //! - [`shani`]: interleaved SHA-NI compression for the HMAC-SHA-256 batch path (with
 //!   [`net`]'s system calls, the only `unsafe` in the crate);
+//! - [`select`]: which SHA-256 kernel (SHA-NI interleave width, `sha2`, portable) runs, chosen
+//!   per CPU at first use or by `IKEQCD_KERNEL`; [`soft256`]: the portable compression;
 //! - [`ct`]: the one place where secret-dependent bytes are compared;
 //! - [`par`]: the rayon helper the batch paths share;
 //! - [`ratelimit`]: keyed token buckets with bounded memory (reply and verification limits);
@@ -32,7 +34,9 @@ pub mod net;
 pub mod par;
 pub mod ratelimit;
 pub mod responder;
+pub mod select;
 pub mod shani;
+pub mod soft256;
 pub mod table;
 pub mod token;
 pub mod wire;

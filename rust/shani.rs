@@ -11,7 +11,9 @@
 //! `vzeroupper`), some CPUs run them many times slower. [`Lanes::new`] therefore issues
 //! `vzeroupper` once per batch where AVX exists.
 //!
-//! Correctness: `rust/token.rs` proptests compare every lane count against the portable
+//! The interleave width in use is chosen per CPU at run time by `rust/select.rs`.
+//!
+//! Correctness: `rust/kernel.rs` proptests compare every width (1, 2, 4, 8) against the portable
 //! kernel and the `hmac` crate; `tests/core_vectors.rs` runs the golden tokens through it.
 
 #[cfg(target_arch = "x86_64")]
@@ -239,6 +241,20 @@ mod tests {
             let mut got1 = [states[2]];
             lanes.compress::<1>(&mut got1, &[blocks[2]]);
             assert_eq!(got1, [want[2]]);
+            let st8 = [
+                states[0], states[1], states[2], states[3], states[3], states[2], states[1],
+                states[0],
+            ];
+            let bl8 = [
+                blocks[0], blocks[1], blocks[2], blocks[3], blocks[3], blocks[2], blocks[1],
+                blocks[0],
+            ];
+            let mut got8 = st8;
+            lanes.compress::<8>(&mut got8, &bl8);
+            assert_eq!(
+                got8,
+                [want[0], want[1], want[2], want[3], want[3], want[2], want[1], want[0]]
+            );
         }
     }
 }
