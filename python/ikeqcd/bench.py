@@ -349,11 +349,12 @@ def text_report(report: dict[str, Any]) -> str:
     """The plain report: machine, kernel and fraction of the limit, figures, ratio table."""
     info = report["machine"]
     cal = ", ".join(f"{k} {v / 1e6:.1f}" for k, v in info["calibration"].items())
+    note = f" - {info['kernel_note']}" if info["kernel_note"] else ""
     lines = [
-        f"machine: {info['cpu']}, {info['cores']} cores, {info['system']}, Python {info['python']}, "
-        f"{info['build']} build, {info['date']}",
-        f"SHA-256 kernel: {info['kernel']} ({info['kernel_source']}"
-        f"{'; calibration M tokens/s: ' + cal if cal else ''}){' - ' + info['kernel_note'] if info['kernel_note'] else ''}",
+        (f"machine: {info['cpu']}, {info['cores']} cores, {info['system']}, "
+         f"Python {info['python']}, {info['build']} build, {info['date']}"),
+        (f"SHA-256 kernel: {info['kernel']} ({info['kernel_source']}"
+         f"{'; calibration M tokens/s: ' + cal if cal else ''}){note}"),
     ]
     by_key = {r["key"]: r for r in report["ratios"]}
     lim = by_key.get("tokens_1t_of_bulk_limit")

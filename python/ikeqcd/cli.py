@@ -40,8 +40,13 @@ def _parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ikeqcd.bench import BENCH_PARTS, run_report, text_report
-    from ikeqcd.gate import (format_compare, format_markdown_report, load_floors, read_report,
-                             write_readme)
+    from ikeqcd.gate import (
+        format_compare,
+        format_markdown_report,
+        load_floors,
+        read_report,
+        write_readme,
+    )
 
     if args.compare is not None and len(args.compare) > 2:
         raise InvalidArgument(f"--compare takes OLD.json [NEW.json], got {len(args.compare)} files")

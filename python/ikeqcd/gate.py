@@ -28,7 +28,8 @@ from ikeqcd.errors import InvalidArgument
 from ikeqcd.ratios import GROUPS, REPO_ROOT, Measured, NotMeasured
 
 __all__ = ["Floor", "Row", "failures", "format_compare", "format_markdown_report", "format_table",
-           "load_floors", "machine", "main", "measure", "read_report", "write_readme"]
+           "load_floors", "machine", "main", "measure", "parse_toml_subset", "read_report",
+           "write_readme"]
 
 DEFAULT_FLOORS = REPO_ROOT / "benches" / "floors.toml"
 
@@ -66,24 +67,40 @@ class Row:
         }
 
 
+def parse_toml_subset(text: str) -> dict[str, dict[str, Any]]:
+    """The TOML that ``floors.toml`` uses (``[table]``, ``key = number``, ``key = "string"``,
+    comments), for Python 3.10, which has no ``tomllib``.
+
+    Raises:
+        InvalidArgument: any other line.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    cur: dict[str, Any] | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            cur = out.setdefault(line[1:-1].strip(), {})
+            continue
+        k, eq, v = (x.strip() for x in line.partition("="))
+        if not eq or cur is None:
+            raise InvalidArgument(f"floors file: cannot read line {raw!r}")
+        if v.startswith('"') and v.endswith('"') and len(v) >= 2:
+            cur[k] = v[1:-1]
+        else:
+            try:
+                cur[k] = float(v)
+            except ValueError:
+                raise InvalidArgument(f"floors file: cannot read line {raw!r}") from None
+    return out
+
+
 def _parse_toml(text: str) -> dict[str, dict[str, Any]]:
     try:
         import tomllib
-    except ImportError:  # Python 3.10: the small subset floors.toml uses
-        out: dict[str, dict[str, Any]] = {}
-        cur: dict[str, Any] | None = None
-        for raw in text.splitlines():
-            line = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
-            if not line:
-                continue
-            if line.startswith("[") and line.endswith("]"):
-                cur = out.setdefault(line[1:-1].strip(), {})
-            elif "=" in line and cur is not None:
-                k, v = (s.strip() for s in line.split("=", 1))
-                cur[k] = v[1:-1] if v.startswith('"') else float(v)
-            else:
-                raise InvalidArgument(f"floors file: cannot read line {raw!r}")
-        return out
+    except ImportError:  # Python 3.10
+        return parse_toml_subset(text)
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -149,6 +166,8 @@ def measure(floors: dict[str, Floor], parts: Sequence[str], reps: int,
                 structural = why.startswith("this machine has one core")
                 allowed = "all" in allow_missing or k in allow_missing
                 row.verdict = "n/a" if structural else ("allowed" if allowed else "NOT MEASURED")
+            elif row.measured.not_applicable:
+                row.verdict, row.why_not = "n/a", row.measured.not_applicable
             else:
                 row.verdict = "pass" if row.measured.ratio >= row.floor.floor else "BELOW FLOOR"
             rows.append(row)
@@ -186,7 +205,7 @@ def format_table(rows: Sequence[Row], info: dict[str, Any] | None = None) -> str
         got = f"{m.ratio:.3g}" if m else "-"
         lines.append(f"{r.key:<28} {_fmt_rate(m.ours_rate if m else None):>9} "
                      f"{_fmt_rate(m.peer_rate if m else None):>9} {got:>9} {r.floor.floor:>7g}  "
-                     f"{r.verdict}{'' if m else ': ' + r.why_not}")
+                     f"{r.verdict}{': ' + r.why_not if r.why_not else ''}")
     return "\n".join(lines)
 
 
@@ -200,13 +219,13 @@ def format_markdown_report(report: dict[str, Any]) -> str:
     info = report["machine"]
     cal = ", ".join(f"{k} {v / 1e6:.1f} M/s" for k, v in info["calibration"].items())
     lines = [
-        f"Measured on **{info['cpu']}** ({info['cores']} cores, {info['system']}, Python "
-        f"{info['python']}), {info['date']}, with `ikeqcd bench`. SHA-256 kernel chosen at run "
-        f"time: **{info['kernel']}** ({info['kernel_source']}"
-        f"{'; calibration, tokens/s: ' + cal if cal else ''}).",
+        (f"Measured on **{info['cpu']}** ({info['cores']} cores, {info['system']}, Python "
+         f"{info['python']}), {info['date']}, with `ikeqcd bench`. SHA-256 kernel chosen at run "
+         f"time: **{info['kernel']}** ({info['kernel_source']}"
+         f"{'; calibration, tokens/s: ' + cal if cal else ''})."),
         "",
-        "Ratios to a peer measured in the same run (the median of the repetitions) carry across "
-        "machines; the floors are the CI gate's (`benches/floors.toml`).",
+        ("Ratios to a peer measured in the same run (the median of the repetitions) carry across "
+         "machines; the floors are the CI gate's (`benches/floors.toml`)."),
         "",
         "| figure | ikeqcd | peer in the same run | ratio | floor | verdict |",
         "|---|---|---|---|---|---|",
