@@ -146,6 +146,7 @@ def machine() -> dict[str, Any]:
         "calibration": k["calibration"], "python": platform.python_version(),
         "system": f"{platform.system()} {platform.release()}", "build": build_profile,
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "loadavg": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -218,9 +219,11 @@ def format_markdown_report(report: dict[str, Any]) -> str:
     the absolute figures."""
     info = report["machine"]
     cal = ", ".join(f"{k} {v / 1e6:.1f} M/s" for k, v in info["calibration"].items())
+    la = info.get("loadavg")
+    load = f" (load average {la:.1f} at the start: the cores were shared)" if la and la >= 0.5 else ""
     lines = [
         (f"Measured on **{info['cpu']}** ({info['cores']} cores, {info['system']}, Python "
-         f"{info['python']}), {info['date']}, with `ikeqcd bench`. SHA-256 kernel chosen at run "
+         f"{info['python']}), {info['date']}{load}, with `ikeqcd bench`. SHA-256 kernel chosen at run "
          f"time: **{info['kernel']}** ({info['kernel_source']}"
          f"{'; calibration, tokens/s: ' + cal if cal else ''})."),
         "",
