@@ -251,8 +251,9 @@ impl<K: Kernel> Keyed<K> {
 
 impl Keyed<K256> {
     /// HMAC-SHA-256 of SPI-I || SPI-R for many pairs: `out` gets one `tl`-octet row per pair,
-    /// computed by `kernel`: the SHA-NI kernel with `w` tokens interleaved (the remainder one
-    /// at a time), the `sha2` crate one token at a time, or the portable compression. Which
+    /// computed by `kernel`: the SHA-NI kernel with `w` tokens interleaved or the AVX2
+    /// 8-lane kernel (the remainder one at a time), the `sha2` crate one token at a time, or
+    /// the portable compression. Which
     /// kernel is fastest on this CPU is `crate::select::selection()`'s business. A SHA-NI
     /// request on a CPU without SHA-NI runs the `sha2` path.
     pub fn mac_spis_batch(
@@ -271,6 +272,10 @@ impl Keyed<K256> {
             (Sha256Kernel::ShaNi(2), Some(l)) => self.batch_lanes::<2>(l, spi_i, spi_r, out, tl),
             (Sha256Kernel::ShaNi(4), Some(l)) => self.batch_lanes::<4>(l, spi_i, spi_r, out, tl),
             (Sha256Kernel::ShaNi(8), Some(l)) => self.batch_lanes::<8>(l, spi_i, spi_r, out, tl),
+            (Sha256Kernel::Avx2, _) => match crate::avx2::Avx2::new() {
+                Some(v) => self.batch_with::<8>(|s, b| v.compress(s, b), spi_i, spi_r, out, tl),
+                None => 0,
+            },
             (Sha256Kernel::Portable, _) => {
                 for ((row, &a), &b) in out.chunks_exact_mut(tl).zip(spi_i).zip(spi_r) {
                     self.mac_spis_portable(a, b, row);
@@ -294,6 +299,19 @@ impl Keyed<K256> {
         out: &mut [u8],
         tl: usize,
     ) -> usize {
+        self.batch_with::<L>(|s, b| lanes.compress::<L>(s, b), spi_i, spi_r, out, tl)
+    }
+
+    /// The interleaved loop over any `L`-lane compression function.
+    #[inline(always)]
+    fn batch_with<const L: usize>(
+        &self,
+        compress: impl Fn(&mut [[u32; 8]; L], &[[u8; 64]; L]),
+        spi_i: &[u64],
+        spi_r: &[u64],
+        out: &mut [u8],
+        tl: usize,
+    ) -> usize {
         let n = spi_i.len();
         let mut inner_blocks = [[0u8; 64]; L];
         let mut outer_blocks = [[0u8; 64]; L];
@@ -312,12 +330,12 @@ impl Keyed<K256> {
                 inner_blocks[l][8..16].copy_from_slice(&spi_r[done + l].to_be_bytes());
             }
             let mut st = [self.inner; L];
-            lanes.compress::<L>(&mut st, &inner_blocks);
+            compress(&mut st, &inner_blocks);
             for l in 0..L {
                 K256::write(&st[l], &mut outer_blocks[l][..32]);
             }
             let mut st = [self.outer; L];
-            lanes.compress::<L>(&mut st, &outer_blocks);
+            compress(&mut st, &outer_blocks);
             for l in 0..L {
                 let row = &mut out[(done + l) * tl..(done + l + 1) * tl];
                 K256::write(&st[l], row);
@@ -438,7 +456,7 @@ mod tests {
                 let want = reference!(sha2::Sha256, &key, &msg);
                 prop_assert_eq!(&portable[i * tl..(i + 1) * tl], &want[..tl]);
             }
-            let mut kernels = vec![Sha256Kernel::Sha2];
+            let mut kernels = vec![Sha256Kernel::Sha2, Sha256Kernel::Avx2];
             kernels.extend(WIDTHS.iter().map(|&w| Sha256Kernel::ShaNi(w)));
             for kernel in kernels {
                 let mut fast = vec![0u8; n * tl];

@@ -7,6 +7,7 @@
 //!   [`net`]'s system calls, the only `unsafe` in the crate);
 //! - [`select`]: which SHA-256 kernel (SHA-NI interleave width, `sha2`, portable) runs, chosen
 //!   per CPU at first use or by `IKEQCD_KERNEL`; [`soft256`]: the portable compression;
+//! - [`avx2`]: 8-lane AVX2 SHA-256 compression (the batch path's alternative to SHA-NI);
 //! - [`ct`]: the one place where secret-dependent bytes are compared;
 //! - [`par`]: the rayon helper the batch paths share;
 //! - [`ratelimit`]: keyed token buckets with bounded memory (reply and verification limits);
@@ -26,6 +27,7 @@
 //! ```
 #![deny(rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
 
+pub mod avx2;
 pub mod ct;
 pub mod error;
 pub mod gate;

@@ -3,9 +3,10 @@
 //! Interleaving independent tokens beats one bulk stream on any SHA-NI core, but the best
 //! interleave width differs between CPUs: AMD Zen runs 4 lanes fastest, while a core with fewer
 //! vector registers to spare or a longer `sha256rnds2` latency may want 2 or 8 (the 4-lane
-//! kernel reached 0.66 of an Intel Xeon's bulk SHA-256 limit and 0.95 of an AMD EPYC's). So at
-//! first use the batch kernel is timed at each width (and against the `sha2` crate one block at
-//! a time) on a small batch under a throwaway key, and the fastest is kept for the life of the
+//! kernel reached 0.66 of an Intel Xeon's bulk SHA-256 limit and 0.95 of an AMD EPYC's), and
+//! without SHA-NI an 8-lane AVX2 kernel may beat one block at a time. So at first use the
+//! batch kernel is timed at each SHA-NI width, with AVX2 and with the `sha2` crate one block at
+//! a time, on a small batch under a throwaway key, and the fastest is kept for the life of the
 //! process. The calibration costs a few milliseconds once; [`selection`] reports the choice and
 //! the measured rates (`ikeqcd._core.kernel_info()`, `ikeqcd bench`).
 //!
@@ -14,6 +15,7 @@
 //! - `shani-1`, `shani-2`, `shani-4`, `shani-8`: that SHA-NI interleave width (falls back to
 //!   `auto` with a note when the CPU has no SHA-NI);
 //! - `sha2`: the `sha2` crate one block at a time (its own run-time SHA-NI detection);
+//! - `avx2`: the 8-lane AVX2 kernel of `rust/avx2.rs` (falls back to `auto` without AVX2);
 //! - `portable`: the plain-Rust compression of `rust/soft256.rs` everywhere, SHA-NI unused:
 //!   the slow kernel the benchmark gate's self-test forces to prove the gate can fail.
 //!
@@ -38,6 +40,8 @@ pub enum Sha256Kernel {
     Sha2,
     /// Our SHA-NI kernel with this many tokens interleaved.
     ShaNi(usize),
+    /// Our AVX2 kernel, 8 tokens in the 8 lanes of each YMM register (`rust/avx2.rs`).
+    Avx2,
 }
 
 impl Sha256Kernel {
@@ -48,6 +52,7 @@ impl Sha256Kernel {
             Sha256Kernel::Portable => "portable".to_owned(),
             Sha256Kernel::Sha2 => "sha2".to_owned(),
             Sha256Kernel::ShaNi(w) => format!("sha-ni x{w}"),
+            Sha256Kernel::Avx2 => "avx2 x8".to_owned(),
         }
     }
 }
@@ -67,6 +72,7 @@ fn request() -> &'static (Request, String) {
             "" | "auto" => (Request::Auto, String::new()),
             "portable" | "scalar" => (Request::Force(Sha256Kernel::Portable), String::new()),
             "sha2" => (Request::Force(Sha256Kernel::Sha2), String::new()),
+            "avx2" => (Request::Force(Sha256Kernel::Avx2), String::new()),
             _ => match v.strip_prefix("shani-").and_then(|w| w.parse::<usize>().ok()) {
                 Some(w) if WIDTHS.contains(&w) => {
                     (Request::Force(Sha256Kernel::ShaNi(w)), String::new())
@@ -74,7 +80,7 @@ fn request() -> &'static (Request, String) {
                 _ => (
                     Request::Auto,
                     format!(
-                        "IKEQCD_KERNEL={raw:?} ignored: use auto, portable, sha2, shani-1, shani-2, shani-4 or shani-8"
+                        "IKEQCD_KERNEL={raw:?} ignored: use auto, portable, sha2, avx2, shani-1, shani-2, shani-4 or shani-8"
                     ),
                 ),
             },
@@ -106,7 +112,7 @@ pub fn lanes() -> Option<Lanes> {
 pub struct Selection {
     /// The batch kernel.
     pub kernel: Sha256Kernel,
-    /// `"calibrated"`, `"IKEQCD_KERNEL"` or `"no SHA-NI"`.
+    /// `"calibrated"`, `"IKEQCD_KERNEL"` or `"no SHA-NI, no AVX2"`.
     pub source: &'static str,
     /// Anything worth saying about the choice (an ignored override, a fallback); may be empty.
     pub note: String,
@@ -121,9 +127,13 @@ pub fn selection() -> &'static Selection {
         let (req, note) = request();
         let mut note = note.clone();
         let have_shani = Lanes::new().is_some();
+        let have_avx2 = crate::avx2::Avx2::new().is_some();
         match *req {
             Request::Force(Sha256Kernel::ShaNi(_)) if !have_shani => {
                 note = "IKEQCD_KERNEL asks for SHA-NI but this CPU has none: auto".to_owned();
+            }
+            Request::Force(Sha256Kernel::Avx2) if !have_avx2 => {
+                note = "IKEQCD_KERNEL asks for AVX2 but this CPU has none: auto".to_owned();
             }
             Request::Force(k) => {
                 return Selection {
@@ -135,10 +145,10 @@ pub fn selection() -> &'static Selection {
             }
             Request::Auto => {}
         }
-        if !have_shani {
+        if !have_shani && !have_avx2 {
             return Selection {
                 kernel: Sha256Kernel::Sha2,
-                source: "no SHA-NI",
+                source: "no SHA-NI, no AVX2",
                 note,
                 calibration: Vec::new(),
             };
@@ -157,7 +167,8 @@ pub fn selection() -> &'static Selection {
     })
 }
 
-/// Time every candidate on the same small batch, round-robin so that a burst of load from
+/// Time every candidate this CPU can run (the `sha2` crate, the SHA-NI widths, AVX2) on the
+/// same small batch, round-robin so that a burst of load from
 /// another process hits all of them alike; keep each candidate's best round.
 #[must_use]
 pub fn calibrate() -> Vec<(Sha256Kernel, f64)> {
@@ -171,7 +182,12 @@ pub fn calibrate() -> Vec<(Sha256Kernel, f64)> {
     let b: Vec<u64> = (0..N as u64).map(|x| x ^ 0x5a5a_5a5a).collect();
     let mut out = vec![0u8; N * TL];
     let mut cands: Vec<Sha256Kernel> = vec![Sha256Kernel::Sha2];
-    cands.extend(WIDTHS.iter().map(|&w| Sha256Kernel::ShaNi(w)));
+    if Lanes::new().is_some() {
+        cands.extend(WIDTHS.iter().map(|&w| Sha256Kernel::ShaNi(w)));
+    }
+    if crate::avx2::Avx2::new().is_some() {
+        cands.push(Sha256Kernel::Avx2);
+    }
     let mut best = vec![f64::INFINITY; cands.len()];
     for round in 0..=ROUNDS {
         for (c, slot) in cands.iter().zip(best.iter_mut()) {
@@ -203,7 +219,7 @@ mod tests {
         let name = s.kernel.name();
         assert!(name == "portable" || name == "sha2" || name.starts_with("sha-ni x"));
         if s.source == "calibrated" {
-            assert_eq!(s.calibration.len(), 1 + WIDTHS.len());
+            assert!(s.calibration.len() >= 2);
             assert!(s.calibration.iter().all(|c| c.1 > 0.0));
         }
     }

@@ -113,8 +113,8 @@ def _hmac(algorithm: str, key: bytes, data: bytes, /) -> bytes:
 
 def kernel_info() -> dict[str, Any]:
     """The SHA-256 batch kernel in use (chosen per CPU at first use, or by ``IKEQCD_KERNEL``):
-    ``kernel`` ("sha-ni x4", "sha2", "portable"), ``width``, ``source``, ``note``, ``sha_ni``
-    and ``calibration`` (kernel name -> tokens/s measured when it was chosen)."""
+    ``kernel`` ("sha-ni x4", "avx2 x8", "sha2", "portable"), ``width``, ``source``, ``note``,
+    ``sha_ni``, ``avx2`` and ``calibration`` (kernel name -> tokens/s measured when it was chosen)."""
 
 @final
 class RateLimiter:

@@ -141,7 +141,7 @@ def machine() -> dict[str, Any]:
         pass
     k = kernel_info()
     return {
-        "cpu": model, "cores": os.cpu_count() or 1, "kernel": k["kernel"],
+        "cpu": model, "cores": os.cpu_count() or 1, "kernel": k["kernel"], "avx2": k["avx2"],
         "kernel_source": k["source"], "kernel_note": k["note"], "sha_ni": k["sha_ni"],
         "calibration": k["calibration"], "python": platform.python_version(),
         "system": f"{platform.system()} {platform.release()}", "build": build_profile,

@@ -13,12 +13,14 @@ pub fn kernel_info_py(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("kernel", sel.kernel.name())?;
     let width = match sel.kernel {
         crate::select::Sha256Kernel::ShaNi(w) => w,
+        crate::select::Sha256Kernel::Avx2 => crate::avx2::LANES,
         _ => 1,
     };
     d.set_item("width", width)?;
     d.set_item("source", sel.source)?;
     d.set_item("note", &sel.note)?;
     d.set_item("sha_ni", crate::shani::Lanes::new().is_some())?;
+    d.set_item("avx2", crate::avx2::Avx2::new().is_some())?;
     let cal = PyDict::new(py);
     for (k, rate) in &sel.calibration {
         cal.set_item(k.name(), *rate)?;
