@@ -4,8 +4,8 @@
 //!   single and in batches, with up to four secret generations;
 //! - [`kernel`]: HMAC with precomputed pad states over the `sha2`/`sha1` compression functions;
 //! - [`shani`]: interleaved SHA-NI compression for the HMAC-SHA-256 batch path (with
-//!   [`net`]'s system calls, the only `unsafe` in the crate);
-//! - [`select`]: which SHA-256 kernel (SHA-NI interleave width, `sha2`, portable) runs, chosen
+//!   [`net`]'s system calls and [`avx2`], the only `unsafe` in the crate);
+//! - [`select`]: which SHA-256 kernel (SHA-NI interleave width, AVX2, `sha2`, portable) runs, chosen
 //!   per CPU at first use or by `IKEQCD_KERNEL`; [`soft256`]: the portable compression;
 //! - [`avx2`]: 8-lane AVX2 SHA-256 compression (the batch path's alternative to SHA-NI);
 //! - [`ct`]: the one place where secret-dependent bytes are compared;

@@ -3,7 +3,7 @@
 //!
 //! One SHA-256 block is a chain of 32 dependent `sha256rnds2` instructions; running `L`
 //! independent blocks interleaved keeps the SHA unit busy while each chain waits on its
-//! latency. This is the only module with `unsafe`: the intrinsics need the `sha`, `ssse3` and
+//! latency. The intrinsics need the `sha`, `ssse3` and
 //! `sse4.1` target features, which are checked at run time before any call.
 //!
 //! The AVX trap (see `shared/design.md`): these are legacy-SSE encoded instructions. If the
