@@ -41,14 +41,26 @@ impl Avx2 {
     /// Compress one 64-octet block into each of 8 independent states.
     #[inline]
     pub fn compress(self, states: &mut [[u32; 8]; LANES], blocks: &[[u8; 64]; LANES]) {
+        let words: [[u32; 16]; LANES] = std::array::from_fn(|l| {
+            std::array::from_fn(|t| {
+                let b = &blocks[l][4 * t..4 * t + 4];
+                u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+            })
+        });
+        self.compress_words(states, &words);
+    }
+
+    /// As [`Avx2::compress`], each block given as its 16 message words (read big-endian).
+    #[inline]
+    pub fn compress_words(self, states: &mut [[u32; 8]; LANES], words: &[[u32; 16]; LANES]) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: an `Avx2` value exists only after `new` confirmed AVX2.
         unsafe {
-            compress8(states, blocks);
+            compress8(states, words);
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = (states, blocks);
+            let _ = (states, words);
             unreachable!("Avx2 cannot be constructed on this architecture");
         }
     }
@@ -153,13 +165,10 @@ unsafe fn gather(f: impl Fn(usize) -> u32) -> __m256i {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn compress8(states: &mut [[u32; 8]; LANES], blocks: &[[u8; 64]; LANES]) {
+unsafe fn compress8(states: &mut [[u32; 8]; LANES], words: &[[u32; 16]; LANES]) {
     let mut w = [_mm256_set1_epi32(0); 16];
     for (t, wt) in w.iter_mut().enumerate() {
-        *wt = gather(|l| {
-            let b = &blocks[l][4 * t..4 * t + 4];
-            u32::from_be_bytes([b[0], b[1], b[2], b[3]])
-        });
+        *wt = gather(|l| words[l][t]);
     }
     let init: [__m256i; 8] = std::array::from_fn(|i| gather(|l| states[l][i]));
     let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = init;

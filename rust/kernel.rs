@@ -273,7 +273,9 @@ impl Keyed<K256> {
             (Sha256Kernel::ShaNi(4), Some(l)) => self.batch_lanes::<4>(l, spi_i, spi_r, out, tl),
             (Sha256Kernel::ShaNi(8), Some(l)) => self.batch_lanes::<8>(l, spi_i, spi_r, out, tl),
             (Sha256Kernel::Avx2, _) => match crate::avx2::Avx2::new() {
-                Some(v) => self.batch_with::<8>(|s, b| v.compress(s, b), spi_i, spi_r, out, tl),
+                Some(v) => {
+                    self.batch_with::<8>(|s, w| v.compress_words(s, w), spi_i, spi_r, out, tl)
+                }
                 None => 0,
             },
             (Sha256Kernel::Portable, _) => {
@@ -299,51 +301,60 @@ impl Keyed<K256> {
         out: &mut [u8],
         tl: usize,
     ) -> usize {
-        self.batch_with::<L>(|s, b| lanes.compress::<L>(s, b), spi_i, spi_r, out, tl)
+        self.batch_with::<L>(
+            |s, w| lanes.compress_words::<L>(s, w),
+            spi_i,
+            spi_r,
+            out,
+            tl,
+        )
     }
 
-    /// The interleaved loop over any `L`-lane compression function.
+    /// The interleaved loop over any `L`-lane compression function, fed message words: the
+    /// SPIs and the inner chaining state go in as words, with no round trip through bytes.
     #[inline(always)]
     fn batch_with<const L: usize>(
         &self,
-        compress: impl Fn(&mut [[u32; 8]; L], &[[u8; 64]; L]),
+        compress: impl Fn(&mut [[u32; 8]; L], &[[u32; 16]; L]),
         spi_i: &[u64],
         spi_r: &[u64],
         out: &mut [u8],
         tl: usize,
     ) -> usize {
         let n = spi_i.len();
-        let mut inner_blocks = [[0u8; 64]; L];
-        let mut outer_blocks = [[0u8; 64]; L];
-        for b in &mut inner_blocks {
-            b[16] = 0x80;
-            b[56..].copy_from_slice(&((64u64 + 16) * 8).to_be_bytes());
+        // inner message: SPI-I || SPI-R, 0x80, zeros, length (64 + 16 octets, in bits)
+        let mut inner_words = [[0u32; 16]; L];
+        // outer message: the inner digest (8 words), 0x80, zeros, length (64 + 32 octets)
+        let mut outer_words = [[0u32; 16]; L];
+        for w in &mut inner_words {
+            w[4] = 0x8000_0000;
+            w[15] = (64 + 16) * 8;
         }
-        for b in &mut outer_blocks {
-            b[32] = 0x80;
-            b[56..].copy_from_slice(&((64u64 + 32) * 8).to_be_bytes());
+        for w in &mut outer_words {
+            w[8] = 0x8000_0000;
+            w[15] = (64 + 32) * 8;
         }
         let mut done = 0;
         while done + L <= n {
-            for l in 0..L {
-                inner_blocks[l][..8].copy_from_slice(&spi_i[done + l].to_be_bytes());
-                inner_blocks[l][8..16].copy_from_slice(&spi_r[done + l].to_be_bytes());
+            for (l, w) in inner_words.iter_mut().enumerate() {
+                let (a, b) = (spi_i[done + l], spi_r[done + l]);
+                w[..4].copy_from_slice(&[(a >> 32) as u32, a as u32, (b >> 32) as u32, b as u32]);
             }
             let mut st = [self.inner; L];
-            compress(&mut st, &inner_blocks);
-            for l in 0..L {
-                K256::write(&st[l], &mut outer_blocks[l][..32]);
+            compress(&mut st, &inner_words);
+            for (w, s) in outer_words.iter_mut().zip(&st) {
+                w[..8].copy_from_slice(s);
             }
             let mut st = [self.outer; L];
-            compress(&mut st, &outer_blocks);
+            compress(&mut st, &outer_words);
             for l in 0..L {
                 let row = &mut out[(done + l) * tl..(done + l + 1) * tl];
                 K256::write(&st[l], row);
             }
             done += L;
         }
-        inner_blocks.zeroize();
-        outer_blocks.zeroize();
+        inner_words.zeroize();
+        outer_words.zeroize();
         done
     }
 

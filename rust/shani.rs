@@ -117,6 +117,26 @@ impl Lanes {
         None
     }
 
+    /// As [`Lanes::compress`], with each block given as its 16 message words (already read
+    /// big-endian): the batch path builds them from SPIs and chaining states directly.
+    #[inline]
+    pub fn compress_words<const L: usize>(
+        self,
+        states: &mut [[u32; 8]; L],
+        words: &[[u32; 16]; L],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a `Lanes` value exists only after `new` confirmed sha, ssse3 and sse4.1.
+        unsafe {
+            compress_lanes_words::<L>(states, words);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (states, words);
+            unreachable!("Lanes cannot be constructed on this architecture");
+        }
+    }
+
     /// Compress one 64-octet block into each of `L` independent states.
     #[inline]
     pub fn compress<const L: usize>(self, states: &mut [[u32; 8]; L], blocks: &[[u8; 64]; L]) {
@@ -145,9 +165,42 @@ unsafe fn zero_upper() {
 unsafe fn compress_lanes<const L: usize>(states: &mut [[u32; 8]; L], blocks: &[[u8; 64]; L]) {
     let mask = _mm_set_epi64x(0x0c0d_0e0f_0809_0a0b, 0x0405_0607_0001_0203);
     let zero = _mm_set_epi64x(0, 0);
+    let mut w = [[zero; 4]; L];
+    for l in 0..L {
+        for (i, wi) in w[l].iter_mut().enumerate() {
+            // SAFETY: `blocks[l]` is 64 octets; loads at 0, 16, 32, 48.
+            let m = unsafe { _mm_loadu_si128(blocks[l].as_ptr().cast::<__m128i>().add(i)) };
+            *wi = _mm_shuffle_epi8(m, mask);
+        }
+    }
+    // SAFETY: same target features as this function.
+    unsafe { rounds::<L>(states, w) };
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+unsafe fn compress_lanes_words<const L: usize>(states: &mut [[u32; 8]; L], words: &[[u32; 16]; L]) {
+    let zero = _mm_set_epi64x(0, 0);
+    let mut w = [[zero; 4]; L];
+    for l in 0..L {
+        for (i, wi) in w[l].iter_mut().enumerate() {
+            // SAFETY: `words[l]` is 16 u32 = 64 octets; loads at 0, 16, 32, 48.
+            *wi = unsafe { _mm_loadu_si128(words[l].as_ptr().cast::<__m128i>().add(i)) };
+        }
+    }
+    // SAFETY: same target features as this function.
+    unsafe { rounds::<L>(states, w) };
+}
+
+/// The 64 rounds over message words already in SHA-NI lane order, then the feed-forward.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+unsafe fn rounds<const L: usize>(states: &mut [[u32; 8]; L], mut w: [[__m128i; 4]; L]) {
+    let zero = _mm_set_epi64x(0, 0);
     let mut abef = [zero; L];
     let mut cdgh = [zero; L];
-    let mut w = [[zero; 4]; L];
     for l in 0..L {
         // SAFETY: `states[l]` is 8 u32 = 32 octets; unaligned 16-octet loads at 0 and 16.
         let (t, s1) = unsafe {
@@ -158,11 +211,6 @@ unsafe fn compress_lanes<const L: usize>(states: &mut [[u32; 8]; L], blocks: &[[
         let s1 = _mm_shuffle_epi32(s1, 0x1B); // EFGH
         abef[l] = _mm_alignr_epi8(t, s1, 8); // ABEF
         cdgh[l] = _mm_blend_epi16(s1, t, 0xF0); // CDGH
-        for (i, wi) in w[l].iter_mut().enumerate() {
-            // SAFETY: `blocks[l]` is 64 octets; loads at 0, 16, 32, 48.
-            let m = unsafe { _mm_loadu_si128(blocks[l].as_ptr().cast::<__m128i>().add(i)) };
-            *wi = _mm_shuffle_epi8(m, mask);
-        }
     }
     let save_abef = abef;
     let save_cdgh = cdgh;
