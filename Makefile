@@ -1,7 +1,7 @@
 # Developer shortcuts. CI runs .ci/run, which uses the same commands.
 PY ?= .venv/bin/python
 
-.PHONY: venv build-dev build-prod build-profiling test lint stubtest bench fuzz ct robust clean-so
+.PHONY: venv build-dev build-prod build-profiling test lint stubtest bench bench-readme gate fuzz ct robust clean-so
 
 venv:
 	python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]'
@@ -34,6 +34,14 @@ stubtest:
 bench:
 	$(PY) -m pytest benches/ --benchmark-enable -q
 	$(PY) -m ikeqcd bench
+
+# The benchmark gate of .ci/run: same-run ratios against benches/floors.toml.
+gate:
+	$(PY) -m ikeqcd.gate
+
+# Regenerate the README's performance tables (between the bench markers) on this machine.
+bench-readme:
+	$(PY) -m ikeqcd bench --write-readme README.md
 
 # Robustness campaigns (figures in SECURITY.md). fuzz needs nightly + cargo-fuzz.
 fuzz:

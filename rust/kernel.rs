@@ -58,7 +58,11 @@ impl Kernel for K256 {
     #[inline(always)]
     fn compress(state: &mut Self::State, block: &[u8]) {
         let b: &[u8; 64] = block.try_into().expect("block is 64 octets");
-        sha2::block_api::compress256(state, std::slice::from_ref(b));
+        if crate::select::portable_forced() {
+            crate::soft256::compress(state, b);
+        } else {
+            sha2::block_api::compress256(state, std::slice::from_ref(b));
+        }
     }
     #[inline(always)]
     fn write(state: &Self::State, out: &mut [u8]) {
@@ -245,59 +249,133 @@ impl<K: Kernel> Keyed<K> {
     }
 }
 
-/// Tokens per interleaved SHA-NI group in [`Keyed::mac_spis_batch`] (chosen by benchmark).
-pub const SHANI_LANES: usize = 4;
-
 impl Keyed<K256> {
-    /// HMAC-SHA-256 of SPI-I || SPI-R for many pairs: `out` gets one `tl`-octet row per pair.
-    /// With SHA-NI, [`SHANI_LANES`] tokens are computed interleaved; otherwise (and for the
-    /// remainder) one at a time through [`Keyed::mac_spis`].
+    /// HMAC-SHA-256 of SPI-I || SPI-R for many pairs: `out` gets one `tl`-octet row per pair,
+    /// computed by `kernel`: the SHA-NI kernel with `w` tokens interleaved or the AVX2
+    /// 8-lane kernel (the remainder one at a time), the `sha2` crate one token at a time, or
+    /// the portable compression. Which
+    /// kernel is fastest on this CPU is `crate::select::selection()`'s business. A SHA-NI
+    /// request on a CPU without SHA-NI runs the `sha2` path.
     pub fn mac_spis_batch(
         &self,
-        lanes: Option<crate::shani::Lanes>,
+        kernel: crate::select::Sha256Kernel,
         spi_i: &[u64],
         spi_r: &[u64],
         out: &mut [u8],
         tl: usize,
     ) {
-        const L: usize = SHANI_LANES;
+        use crate::select::Sha256Kernel;
         let n = spi_i.len().min(spi_r.len()).min(out.len() / tl);
-        let mut done = 0;
-        if let Some(lanes) = lanes {
-            let mut inner_blocks = [[0u8; 64]; L];
-            let mut outer_blocks = [[0u8; 64]; L];
-            for b in &mut inner_blocks {
-                b[16] = 0x80;
-                b[56..].copy_from_slice(&((64u64 + 16) * 8).to_be_bytes());
-            }
-            for b in &mut outer_blocks {
-                b[32] = 0x80;
-                b[56..].copy_from_slice(&((64u64 + 32) * 8).to_be_bytes());
-            }
-            while done + L <= n {
-                for l in 0..L {
-                    inner_blocks[l][..8].copy_from_slice(&spi_i[done + l].to_be_bytes());
-                    inner_blocks[l][8..16].copy_from_slice(&spi_r[done + l].to_be_bytes());
+        let (spi_i, spi_r, out) = (&spi_i[..n], &spi_r[..n], &mut out[..n * tl]);
+        let done = match (kernel, crate::shani::Lanes::new()) {
+            (Sha256Kernel::ShaNi(1), Some(l)) => self.batch_lanes::<1>(l, spi_i, spi_r, out, tl),
+            (Sha256Kernel::ShaNi(2), Some(l)) => self.batch_lanes::<2>(l, spi_i, spi_r, out, tl),
+            (Sha256Kernel::ShaNi(4), Some(l)) => self.batch_lanes::<4>(l, spi_i, spi_r, out, tl),
+            (Sha256Kernel::ShaNi(8), Some(l)) => self.batch_lanes::<8>(l, spi_i, spi_r, out, tl),
+            (Sha256Kernel::Avx2, _) => match crate::avx2::Avx2::new() {
+                Some(v) => {
+                    self.batch_with::<8>(|s, w| v.compress_words(s, w), spi_i, spi_r, out, tl)
                 }
-                let mut st = [self.inner; L];
-                lanes.compress::<L>(&mut st, &inner_blocks);
-                for l in 0..L {
-                    K256::write(&st[l], &mut outer_blocks[l][..32]);
+                None => 0,
+            },
+            (Sha256Kernel::Portable, _) => {
+                for ((row, &a), &b) in out.chunks_exact_mut(tl).zip(spi_i).zip(spi_r) {
+                    self.mac_spis_portable(a, b, row);
                 }
-                let mut st = [self.outer; L];
-                lanes.compress::<L>(&mut st, &outer_blocks);
-                for l in 0..L {
-                    let row = &mut out[(done + l) * tl..(done + l + 1) * tl];
-                    K256::write(&st[l], row);
-                }
-                done += L;
+                n
             }
-            inner_blocks.zeroize();
-            outer_blocks.zeroize();
-        }
+            _ => 0,
+        };
         for k in done..n {
             self.mac_spis(spi_i[k], spi_r[k], &[], &mut out[k * tl..(k + 1) * tl]);
         }
+    }
+
+    /// The interleaved SHA-NI loop: `L` tokens per group; returns how many rows it wrote (a
+    /// multiple of `L`; the caller does the rest).
+    fn batch_lanes<const L: usize>(
+        &self,
+        lanes: crate::shani::Lanes,
+        spi_i: &[u64],
+        spi_r: &[u64],
+        out: &mut [u8],
+        tl: usize,
+    ) -> usize {
+        self.batch_with::<L>(
+            |s, w| lanes.compress_words::<L>(s, w),
+            spi_i,
+            spi_r,
+            out,
+            tl,
+        )
+    }
+
+    /// The interleaved loop over any `L`-lane compression function, fed message words: the
+    /// SPIs and the inner chaining state go in as words, with no round trip through bytes.
+    #[inline(always)]
+    fn batch_with<const L: usize>(
+        &self,
+        compress: impl Fn(&mut [[u32; 8]; L], &[[u32; 16]; L]),
+        spi_i: &[u64],
+        spi_r: &[u64],
+        out: &mut [u8],
+        tl: usize,
+    ) -> usize {
+        let n = spi_i.len();
+        // inner message: SPI-I || SPI-R, 0x80, zeros, length (64 + 16 octets, in bits)
+        let mut inner_words = [[0u32; 16]; L];
+        // outer message: the inner digest (8 words), 0x80, zeros, length (64 + 32 octets)
+        let mut outer_words = [[0u32; 16]; L];
+        for w in &mut inner_words {
+            w[4] = 0x8000_0000;
+            w[15] = (64 + 16) * 8;
+        }
+        for w in &mut outer_words {
+            w[8] = 0x8000_0000;
+            w[15] = (64 + 32) * 8;
+        }
+        let mut done = 0;
+        while done + L <= n {
+            for (l, w) in inner_words.iter_mut().enumerate() {
+                let (a, b) = (spi_i[done + l], spi_r[done + l]);
+                w[..4].copy_from_slice(&[(a >> 32) as u32, a as u32, (b >> 32) as u32, b as u32]);
+            }
+            let mut st = [self.inner; L];
+            compress(&mut st, &inner_words);
+            for (w, s) in outer_words.iter_mut().zip(&st) {
+                w[..8].copy_from_slice(s);
+            }
+            let mut st = [self.outer; L];
+            compress(&mut st, &outer_words);
+            for l in 0..L {
+                let row = &mut out[(done + l) * tl..(done + l + 1) * tl];
+                K256::write(&st[l], row);
+            }
+            done += L;
+        }
+        inner_words.zeroize();
+        outer_words.zeroize();
+        done
+    }
+
+    /// One token through the portable compression only (`rust/soft256.rs`), whatever
+    /// `IKEQCD_KERNEL` says: the reference the SHA-NI widths are tested against.
+    pub fn mac_spis_portable(&self, spi_i: u64, spi_r: u64, out: &mut [u8]) {
+        let mut block = [0u8; 64];
+        block[..8].copy_from_slice(&spi_i.to_be_bytes());
+        block[8..16].copy_from_slice(&spi_r.to_be_bytes());
+        block[16] = 0x80;
+        block[56..].copy_from_slice(&((64u64 + 16) * 8).to_be_bytes());
+        let mut st = self.inner;
+        crate::soft256::compress(&mut st, &block);
+        block = [0u8; 64];
+        K256::write(&st, &mut block[..32]);
+        block[32] = 0x80;
+        block[56..].copy_from_slice(&((64u64 + 32) * 8).to_be_bytes());
+        let mut st = self.outer;
+        crate::soft256::compress(&mut st, &block);
+        K256::write(&st, out);
+        block.zeroize();
     }
 }
 
@@ -376,20 +454,25 @@ mod tests {
 
         #[test]
         fn shani_batch_matches(key in proptest::collection::vec(any::<u8>(), 16..100),
-                               n in 0usize..19, tl in 16usize..=32, seed in any::<u64>()) {
+                               n in 0usize..37, tl in 16usize..=32, seed in any::<u64>()) {
             let a: Vec<u64> = (0..n as u64).map(|x| x.wrapping_mul(seed | 1)).collect();
             let b: Vec<u64> = (0..n as u64).map(|x| x ^ seed).collect();
+            use crate::select::{Sha256Kernel, WIDTHS};
             let k = Keyed::<K256>::new(&key);
-            let mut fast = vec![0u8; n * tl];
-            k.mac_spis_batch(crate::shani::Lanes::new(), &a, &b, &mut fast, tl);
-            let mut slow = vec![0u8; n * tl];
-            k.mac_spis_batch(None, &a, &b, &mut slow, tl);
-            prop_assert_eq!(&fast, &slow);
+            let mut portable = vec![0u8; n * tl];
+            k.mac_spis_batch(Sha256Kernel::Portable, &a, &b, &mut portable, tl);
             for i in 0..n {
                 let mut msg = a[i].to_be_bytes().to_vec();
                 msg.extend_from_slice(&b[i].to_be_bytes());
                 let want = reference!(sha2::Sha256, &key, &msg);
-                prop_assert_eq!(&fast[i * tl..(i + 1) * tl], &want[..tl]);
+                prop_assert_eq!(&portable[i * tl..(i + 1) * tl], &want[..tl]);
+            }
+            let mut kernels = vec![Sha256Kernel::Sha2, Sha256Kernel::Avx2];
+            kernels.extend(WIDTHS.iter().map(|&w| Sha256Kernel::ShaNi(w)));
+            for kernel in kernels {
+                let mut fast = vec![0u8; n * tl];
+                k.mac_spis_batch(kernel, &a, &b, &mut fast, tl);
+                prop_assert_eq!(&fast, &portable, "{:?}", kernel);
             }
         }
 
@@ -399,7 +482,7 @@ mod tests {
             let keyed: Vec<Keyed<K256>> = keys.iter().map(|k| Keyed::new(k)).collect();
             let refs: Vec<&Keyed<K256>> = keyed.iter().collect();
             let mut out = vec![0u8; keys.len() * tl];
-            if mac_spis_multi(crate::shani::Lanes::new(), &refs, a, b, &mut out, tl) {
+            if mac_spis_multi(crate::select::lanes(), &refs, a, b, &mut out, tl) {
                 let mut msg = a.to_be_bytes().to_vec();
                 msg.extend_from_slice(&b.to_be_bytes());
                 for (i, k) in keys.iter().enumerate() {

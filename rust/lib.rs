@@ -4,7 +4,10 @@
 //!   single and in batches, with up to four secret generations;
 //! - [`kernel`]: HMAC with precomputed pad states over the `sha2`/`sha1` compression functions;
 //! - [`shani`]: interleaved SHA-NI compression for the HMAC-SHA-256 batch path (with
-//!   [`net`]'s system calls, the only `unsafe` in the crate);
+//!   [`net`]'s system calls and [`avx2`], the only `unsafe` in the crate);
+//! - [`select`]: which SHA-256 kernel (SHA-NI interleave width, AVX2, `sha2`, portable) runs, chosen
+//!   per CPU at first use or by `IKEQCD_KERNEL`; [`soft256`]: the portable compression;
+//! - [`avx2`]: 8-lane AVX2 SHA-256 compression (the batch path's alternative to SHA-NI);
 //! - [`ct`]: the one place where secret-dependent bytes are compared;
 //! - [`par`]: the rayon helper the batch paths share;
 //! - [`ratelimit`]: keyed token buckets with bounded memory (reply and verification limits);
@@ -25,6 +28,7 @@
 #![deny(rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
 
 pub mod clock;
+pub mod avx2;
 pub mod ct;
 pub mod error;
 pub mod gate;
@@ -33,8 +37,10 @@ pub mod net;
 pub mod par;
 pub mod ratelimit;
 pub mod responder;
+pub mod select;
 pub mod shani;
 pub mod srckey;
+pub mod soft256;
 pub mod table;
 pub mod token;
 pub mod wire;

@@ -3,7 +3,7 @@
 //!
 //! One SHA-256 block is a chain of 32 dependent `sha256rnds2` instructions; running `L`
 //! independent blocks interleaved keeps the SHA unit busy while each chain waits on its
-//! latency. This is the only module with `unsafe`: the intrinsics need the `sha`, `ssse3` and
+//! latency. The intrinsics need the `sha`, `ssse3` and
 //! `sse4.1` target features, which are checked at run time before any call.
 //!
 //! The AVX trap (see `shared/design.md`): these are legacy-SSE encoded instructions. If the
@@ -11,7 +11,9 @@
 //! `vzeroupper`), some CPUs run them many times slower. [`Lanes::new`] therefore issues
 //! `vzeroupper` once per batch where AVX exists.
 //!
-//! Correctness: `rust/token.rs` proptests compare every lane count against the portable
+//! The interleave width in use is chosen per CPU at run time by `rust/select.rs`.
+//!
+//! Correctness: `rust/kernel.rs` proptests compare every width (1, 2, 4, 8) against the portable
 //! kernel and the `hmac` crate; `tests/core_vectors.rs` runs the golden tokens through it.
 
 #[cfg(target_arch = "x86_64")]
@@ -115,6 +117,26 @@ impl Lanes {
         None
     }
 
+    /// As [`Lanes::compress`], with each block given as its 16 message words (already read
+    /// big-endian): the batch path builds them from SPIs and chaining states directly.
+    #[inline]
+    pub fn compress_words<const L: usize>(
+        self,
+        states: &mut [[u32; 8]; L],
+        words: &[[u32; 16]; L],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a `Lanes` value exists only after `new` confirmed sha, ssse3 and sse4.1.
+        unsafe {
+            compress_lanes_words::<L>(states, words);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (states, words);
+            unreachable!("Lanes cannot be constructed on this architecture");
+        }
+    }
+
     /// Compress one 64-octet block into each of `L` independent states.
     #[inline]
     pub fn compress<const L: usize>(self, states: &mut [[u32; 8]; L], blocks: &[[u8; 64]; L]) {
@@ -143,9 +165,42 @@ unsafe fn zero_upper() {
 unsafe fn compress_lanes<const L: usize>(states: &mut [[u32; 8]; L], blocks: &[[u8; 64]; L]) {
     let mask = _mm_set_epi64x(0x0c0d_0e0f_0809_0a0b, 0x0405_0607_0001_0203);
     let zero = _mm_set_epi64x(0, 0);
+    let mut w = [[zero; 4]; L];
+    for l in 0..L {
+        for (i, wi) in w[l].iter_mut().enumerate() {
+            // SAFETY: `blocks[l]` is 64 octets; loads at 0, 16, 32, 48.
+            let m = unsafe { _mm_loadu_si128(blocks[l].as_ptr().cast::<__m128i>().add(i)) };
+            *wi = _mm_shuffle_epi8(m, mask);
+        }
+    }
+    // SAFETY: same target features as this function.
+    unsafe { rounds::<L>(states, w) };
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+unsafe fn compress_lanes_words<const L: usize>(states: &mut [[u32; 8]; L], words: &[[u32; 16]; L]) {
+    let zero = _mm_set_epi64x(0, 0);
+    let mut w = [[zero; 4]; L];
+    for l in 0..L {
+        for (i, wi) in w[l].iter_mut().enumerate() {
+            // SAFETY: `words[l]` is 16 u32 = 64 octets; loads at 0, 16, 32, 48.
+            *wi = unsafe { _mm_loadu_si128(words[l].as_ptr().cast::<__m128i>().add(i)) };
+        }
+    }
+    // SAFETY: same target features as this function.
+    unsafe { rounds::<L>(states, w) };
+}
+
+/// The 64 rounds over message words already in SHA-NI lane order, then the feed-forward.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+unsafe fn rounds<const L: usize>(states: &mut [[u32; 8]; L], mut w: [[__m128i; 4]; L]) {
+    let zero = _mm_set_epi64x(0, 0);
     let mut abef = [zero; L];
     let mut cdgh = [zero; L];
-    let mut w = [[zero; 4]; L];
     for l in 0..L {
         // SAFETY: `states[l]` is 8 u32 = 32 octets; unaligned 16-octet loads at 0 and 16.
         let (t, s1) = unsafe {
@@ -156,11 +211,6 @@ unsafe fn compress_lanes<const L: usize>(states: &mut [[u32; 8]; L], blocks: &[[
         let s1 = _mm_shuffle_epi32(s1, 0x1B); // EFGH
         abef[l] = _mm_alignr_epi8(t, s1, 8); // ABEF
         cdgh[l] = _mm_blend_epi16(s1, t, 0xF0); // CDGH
-        for (i, wi) in w[l].iter_mut().enumerate() {
-            // SAFETY: `blocks[l]` is 64 octets; loads at 0, 16, 32, 48.
-            let m = unsafe { _mm_loadu_si128(blocks[l].as_ptr().cast::<__m128i>().add(i)) };
-            *wi = _mm_shuffle_epi8(m, mask);
-        }
     }
     let save_abef = abef;
     let save_cdgh = cdgh;
@@ -239,6 +289,20 @@ mod tests {
             let mut got1 = [states[2]];
             lanes.compress::<1>(&mut got1, &[blocks[2]]);
             assert_eq!(got1, [want[2]]);
+            let st8 = [
+                states[0], states[1], states[2], states[3], states[3], states[2], states[1],
+                states[0],
+            ];
+            let bl8 = [
+                blocks[0], blocks[1], blocks[2], blocks[3], blocks[3], blocks[2], blocks[1],
+                blocks[0],
+            ];
+            let mut got8 = st8;
+            lanes.compress::<8>(&mut got8, &bl8);
+            assert_eq!(
+                got8,
+                [want[0], want[1], want[2], want[3], want[3], want[2], want[1], want[0]]
+            );
         }
     }
 }

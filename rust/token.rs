@@ -125,10 +125,10 @@ impl KeyState {
         }
     }
 
-    /// Tokens for many pairs, one `tl`-octet row each (SHA-NI lanes for SHA-256).
+    /// Tokens for many pairs, one `tl`-octet row each (SHA-256: the kernel `select` chose).
     fn derive_rows(&self, spi_i: &[u64], spi_r: &[u64], out: &mut [u8], tl: usize) {
         if let KeyState::S256(k) = self {
-            k.mac_spis_batch(crate::shani::Lanes::new(), spi_i, spi_r, out, tl);
+            k.mac_spis_batch(crate::select::selection().kernel, spi_i, spi_r, out, tl);
             return;
         }
         for ((row, &a), &b) in out.chunks_exact_mut(tl).zip(spi_i).zip(spi_r) {
@@ -337,7 +337,7 @@ impl TokenMaker {
             if refs[..n].iter().all(Option::is_some) {
                 let keys: [&Keyed<K256>; MAX_GENERATIONS] =
                     std::array::from_fn(|i| refs[i.min(n - 1)].expect("checked above"));
-                let lanes = crate::shani::Lanes::new();
+                let lanes = crate::select::lanes();
                 if crate::kernel::mac_spis_multi(
                     lanes,
                     &keys[..n],

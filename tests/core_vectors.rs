@@ -63,6 +63,18 @@ fn golden_tokens() {
         let want = unhex(v["token"].as_str().unwrap());
         assert_eq!(maker.derive(g, a, b, &addr).unwrap(), want);
         assert!(maker.verify(a, b, &want, &addr).unwrap());
+        if addr.is_empty() {
+            // the batch kernel (whichever `IKEQCD_KERNEL` / calibration chose): 17 rows cover
+            // full interleaved groups of every width and a remainder
+            let n = 17;
+            let mut out = vec![0u8; n * want.len()];
+            maker
+                .derive_batch(g, &vec![a; n], &vec![b; n], &mut out, 1)
+                .unwrap();
+            assert!(out
+                .chunks_exact(want.len())
+                .all(|row| row == want.as_slice()));
+        }
         checked += 1;
     }
     assert_eq!(checked, 336);

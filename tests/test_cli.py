@@ -115,15 +115,24 @@ def test_secret_lifecycle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert code == 1 and "ikeqcd secret: error:" in err
 
 
-def test_bench_quick(capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_quick(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, out, _ = run(capsys, "bench", "--quick", "--n", "20000", "--json")
     assert code == 0
-    names = [r["name"] for r in json.loads(out)]
-    assert any("SaTable.check_many" in n for n in names) and any("respond_many" in n for n in names)
-    code, out, _ = run(capsys, "bench", "--only", "tokens", "--quick", "--n", "20000", "--json")
-    assert code == 0
-    names = [r["name"] for r in json.loads(out)]
+    report = json.loads(out)
+    assert report["machine"]["cores"] >= 1 and report["machine"]["kernel"]
+    names = [r["name"] for r in report["figures"]]
     assert any("Python hmac" in n for n in names) and any("1 thread" in n for n in names)
+    keys = {r["key"]: r for r in report["ratios"]}
+    assert set(keys) <= {"tokens_1t_vs_openssl_hmac", "tokens_1t_of_bulk_limit"}
+    old = tmp_path / "old.json"
+    old.write_text(out)
+    code, out, _ = run(capsys, "bench", "--compare", str(old), str(old))
+    assert code == 0 and "figure" in out and "REGRESSION" not in out
+    code, _, err = run(capsys, "bench", "--compare", str(old), str(old), str(old))
+    assert code == 1 and "--compare takes" in err
+    code, out, _ = run(capsys, "bench", "--only", "wire", "--quick", "--n", "2000")
+    assert code == 0 and "SHA-256 kernel:" in out and "respond_many_vs_python" in out
+    assert "TokenResponder.respond_many" in out
 
 
 def test_python_dash_m(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ Users import these names from :mod:`ikeqcd`, never from ``ikeqcd._core``.
 
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address
-from typing import TypeAlias, final
+from typing import Any, TypeAlias, final
 
 import numpy as np
 import numpy.typing as npt
@@ -115,6 +115,11 @@ class TokenMaker:
 
 def _hmac(algorithm: str, key: bytes, data: bytes, /) -> bytes:
     """Full-length HMAC (known-answer-test hook; any key length)."""
+
+def kernel_info() -> dict[str, Any]:
+    """The SHA-256 batch kernel in use (chosen per CPU at first use, or by ``IKEQCD_KERNEL``):
+    ``kernel`` ("sha-ni x4", "avx2 x8", "sha2", "portable"), ``width``, ``source``, ``note``,
+    ``sha_ni``, ``avx2`` and ``calibration`` (kernel name -> tokens/s measured when it was chosen)."""
 
 @final
 class RateLimiter:

@@ -1,5 +1,9 @@
 """``ikeqcd bench``: throughput of the token engine against peers measured in the same run.
 
+:func:`run_report` is what the command runs: the machine (:func:`ikeqcd.gate.machine`), the
+absolute figures below, and the gate's ratios (:mod:`ikeqcd.ratios`) judged against
+``benches/floors.toml``.
+
 Peers: a Python ``hmac.digest`` loop, ``cryptography``'s HMAC (when installed) and
 ``openssl speed -hmac sha256 -bytes 16`` (when the ``openssl`` binary exists). Figures are
 tokens per second; ratios compare ikeqcd against each peer, so they travel between machines
@@ -16,12 +20,17 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ikeqcd._core import TokenMaker
 
-__all__ = ["BenchResult", "format_results", "run_table_bench", "run_token_bench", "run_wire_bench"]
+if TYPE_CHECKING:
+    from ikeqcd.gate import Floor
+
+__all__ = ["BENCH_PARTS", "BenchResult", "format_results", "run_report", "run_table_bench",
+           "run_token_bench", "run_wire_bench", "text_report"]
 
 
 @dataclass
@@ -298,3 +307,71 @@ def run_wire_bench(*, n: int = 100_000, quick: bool = False) -> list[BenchResult
             results.append(BenchResult("TokenResponder.respond single call", single,
                                        unit="datagrams/s", extra={"us_per_call": 1e6 / single}))
     return results
+
+
+BENCH_PARTS: dict[str, tuple[str, ...]] = {
+    "tokens": ("tokens", "scaling"),
+    "table": ("table",),
+    "wire": ("wire",),
+    "net": ("net",),
+    "sim": ("sim",),
+}
+"""``ikeqcd bench --only`` part -> the gate parts (:data:`ikeqcd.ratios.GROUPS`) it runs."""
+
+
+def run_report(parts: list[str], *, n: int, quick: bool, floors: dict[str, Floor]) -> dict[str, Any]:
+    """The whole ``ikeqcd bench`` report as JSON-ready data: ``machine``, ``figures`` (absolute,
+    as before) and ``ratios`` (the gate's rows, each with its floor and verdict)."""
+    from ikeqcd.gate import machine, measure
+
+    absolute: dict[str, Callable[[], list[BenchResult]]] = {
+        "tokens": lambda: run_token_bench(n=n, quick=quick),
+        "table": lambda: run_table_bench(n=n, quick=quick),
+        "wire": lambda: run_wire_bench(n=min(n, 100_000), quick=quick),
+    }
+    figures: list[BenchResult] = []
+    for part in parts:
+        if part in absolute:
+            figures.extend(absolute[part]())
+    gate_parts = [g for p in parts for g in BENCH_PARTS[p]]
+    if quick:
+        gate_parts = [g for g in gate_parts if g != "scaling"]
+    rows = measure(floors, gate_parts, 1 if quick else 3, allow_missing=())
+    return {
+        "machine": machine(),
+        "figures": [{"name": r.name, "per_second": r.per_second, "unit": r.unit, "note": r.note,
+                     **r.extra} for r in figures],
+        "ratios": [r.as_json() for r in rows],
+    }
+
+
+def text_report(report: dict[str, Any]) -> str:
+    """The plain report: machine, kernel and fraction of the limit, figures, ratio table."""
+    info = report["machine"]
+    cal = ", ".join(f"{k} {v / 1e6:.1f}" for k, v in info["calibration"].items())
+    note = f" - {info['kernel_note']}" if info["kernel_note"] else ""
+    lines = [
+        (f"machine: {info['cpu']}, {info['cores']} cores, {info['system']}, "
+         f"Python {info['python']}, {info['build']} build, {info['date']}"),
+        (f"SHA-256 kernel: {info['kernel']} ({info['kernel_source']}"
+         f"{'; calibration M tokens/s: ' + cal if cal else ''}){note}"),
+    ]
+    by_key = {r["key"]: r for r in report["ratios"]}
+    lim = by_key.get("tokens_1t_of_bulk_limit")
+    if lim is not None and lim["ratio"] is not None:
+        lines.append(f"one thread reaches {lim['ratio']:.2f} of this machine's bulk SHA-256 limit "
+                     f"({lim['ours_per_s'] / 1e6:.2f} M tokens/s against {lim['peer_per_s'] / 1e6:.2f} M/s "
+                     f"from openssl speed -evp sha256 at two compressions a token; floor {lim['floor']:g})")
+    if report["figures"]:
+        lines += ["", "absolute figures:"]
+        lines += [f"  {f['name']:<46} " + (f"{f['per_second'] / 1e6:>10.2f} M {f['unit']}"
+                  if f["unit"].endswith("/s") else f"{f['per_second']:>10.1f} {f['unit']}")
+                  for f in report["figures"]]
+    lines += ["", "ratios to peers in the same run (gate floors from benches/floors.toml):",
+              f"  {'figure':<28} {'measured':>9} {'floor':>7}  verdict"]
+    for r in report["ratios"]:
+        got = "-" if r["ratio"] is None else f"{r['ratio']:.3g}"
+        flag = "  <-- below floor" if r["verdict"] == "BELOW FLOOR" else ""
+        why = f": {r['why_not']}" if r["ratio"] is None else ""
+        lines.append(f"  {r['key']:<28} {got:>9} {r['floor']:>7g}  {r['verdict']}{why}{flag}")
+    return "\n".join(lines)

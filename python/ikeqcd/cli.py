@@ -44,49 +44,73 @@ def _parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from ikeqcd.bench import format_results, run_table_bench, run_token_bench, run_wire_bench
+    from ikeqcd.bench import BENCH_PARTS, run_report, text_report
+    from ikeqcd.gate import (
+        format_compare,
+        format_markdown_report,
+        load_floors,
+        read_report,
+        write_readme,
+    )
 
-    parts = {
-        "tokens": lambda: run_token_bench(n=args.n, quick=args.quick),
-        "table": lambda: run_table_bench(n=args.n, quick=args.quick),
-        "wire": lambda: run_wire_bench(n=min(args.n, 100_000), quick=args.quick),
-    }
-    chosen = list(parts) if args.only is None else [args.only]
-    everything = []
-    for name in chosen:
-        results = parts[name]()
-        everything.extend(results)
-        if not args.json:
-            print(f"== {name}")
-            print(format_results(results))
-            print()
+    if args.compare is not None and len(args.compare) > 2:
+        raise InvalidArgument(f"--compare takes OLD.json [NEW.json], got {len(args.compare)} files")
+    if args.compare is not None and len(args.compare) == 2:
+        old, new = (read_report(Path(p)) for p in args.compare)
+        print(format_compare(old, new))
+        return 0
+    if not 1 <= args.n <= 100_000_000:
+        raise InvalidArgument(f"--n must be 1..100000000, got {args.n}")
+    floors = load_floors(Path(args.floors)) if args.floors is not None else load_floors()
+    old_report = read_report(Path(args.compare[0])) if args.compare else None
+    parts = list(BENCH_PARTS) if args.only is None else [args.only]
+    if args.quick and args.only is None:
+        parts = ["tokens"]
+    report = run_report(parts, n=args.n, quick=args.quick, floors=floors)
     if args.json:
-        print(
-            json.dumps(
-                [
-                    {"name": r.name, "per_second": r.per_second, "unit": r.unit, "note": r.note,
-                     **r.extra}
-                    for r in everything
-                ],
-                indent=1,
-            )
-        )
+        print(json.dumps(report, indent=1))
+    elif args.markdown or args.write_readme is not None:
+        md = format_markdown_report(report)
+        if args.write_readme is not None:
+            write_readme(Path(args.write_readme), md)
+            print(f"wrote the performance tables into {args.write_readme}")
+        else:
+            print(md)
+    else:
+        print(text_report(report))
+    if old_report is not None:
+        print()
+        print(format_compare(old_report, report))
     return 0
 
 
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = _parser(
-        sub, "bench", "throughput of tokens, SA table and responder against peers in the same run",
-        "Measure token derivation and verification (against a Python hmac loop, cryptography\n"
-        "and openssl speed), the SA table (against a dict of bytes) and the responder hot path.",
-        "  ikeqcd bench\n  ikeqcd bench --only tokens --quick --json",
+        sub, "bench", "throughput and same-run ratios against peers, judged against the floors",
+        "Name the machine (CPU, cores, the SHA-256 kernel chosen at run time), measure each\n"
+        "figure as an absolute rate and as a ratio to a peer measured in the same run (openssl\n"
+        "speed, the bulk SHA-256 limit, Python loops, a Python UDP echo), and flag any ratio\n"
+        "below its floor in benches/floors.toml. `python -m ikeqcd.gate` is the CI gate.",
+        "  ikeqcd bench --quick\n  ikeqcd bench --json > new.json\n"
+        "  ikeqcd bench --compare old.json new.json\n  ikeqcd bench --markdown",
     )
     p.add_argument("--n", type=opt.count(1, 100_000_000), default=1_000_000, metavar="N",
-                   help="batch size / table size, 1..100000000 (default 1000000; the wire part "
-                   "uses <= 100000)")
-    p.add_argument("--only", choices=["tokens", "table", "wire"], help="run one part only")
-    p.add_argument("--quick", action="store_true", help="fewer repetitions (a rough figure)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+                   help="batch size / table size of the absolute figures, 1..100000000 "
+                   "(default 1000000)")
+    p.add_argument("--only", choices=["tokens", "table", "wire", "net", "sim"],
+                   help="run one part only")
+    p.add_argument("--quick", action="store_true",
+                   help="tokens only, one repetition: the kernel and the fraction of the limit")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.add_argument("--markdown", action="store_true", help="the README's tables")
+    p.add_argument("--write-readme", metavar="README", default=None,
+                   type=opt.Path("in", extensions=(".md",)),
+                   help="replace the tables between the bench markers of this file")
+    p.add_argument("--compare", nargs="+", metavar="JSON",
+                   type=opt.Path("in", extensions=(".json",)),
+                   help="OLD.json: delta table against this run; OLD.json NEW.json: no run")
+    p.add_argument("--floors", type=opt.Path("in", extensions=(".toml",)), default=None,
+                   help="floors file (benches/floors.toml)")
     p.set_defaults(handler=_cmd_bench)
 
 

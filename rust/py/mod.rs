@@ -4,6 +4,7 @@ mod convert;
 mod detach;
 mod errors;
 mod gate;
+mod kernel;
 mod net;
 mod ratelimit;
 mod responder;
@@ -18,6 +19,8 @@ use pyo3::prelude::*;
 mod _core {
     #[pymodule_export]
     use super::gate::PyMakerGate;
+    #[pymodule_export]
+    use super::kernel::kernel_info_py;
     #[pymodule_export]
     use super::ratelimit::{source_key_py, PyRateLimiter};
     #[pymodule_export]
