@@ -117,6 +117,8 @@ def load_floors(path: Path = DEFAULT_FLOORS) -> dict[str, Floor]:
         doc = _parse_toml(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise InvalidArgument(f"cannot read floors file {path}: {e}") from e
+    except InvalidArgument as e:
+        raise InvalidArgument(f"{path}: {e}") from e
     floors = {}
     for key, t in doc.items():
         if not isinstance(t, dict) or not {"part", "floor", "reason"} <= set(t):
