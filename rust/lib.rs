@@ -27,8 +27,8 @@
 //! ```
 #![deny(rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
 
-pub mod clock;
 pub mod avx2;
+pub mod clock;
 pub mod ct;
 pub mod error;
 pub mod gate;
@@ -39,8 +39,8 @@ pub mod ratelimit;
 pub mod responder;
 pub mod select;
 pub mod shani;
-pub mod srckey;
 pub mod soft256;
+pub mod srckey;
 pub mod table;
 pub mod token;
 pub mod wire;

@@ -6,7 +6,8 @@
 //! never the fast path. Tested against `sha2` below and through every HMAC test when forced.
 #![forbid(unsafe_code)]
 
-const K: [u32; 64] = [
+/// SHA-256 round constants (FIPS 180-4 §4.2.2); the other kernels use this table too.
+pub(crate) const K: [u32; 64] = [
     0x428a_2f98,
     0x7137_4491,
     0xb5c0_fbcf,
