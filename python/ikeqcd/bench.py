@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ikeqcd._core import TokenMaker
+from ikeqcd.policy import MakerPolicy
 
 if TYPE_CHECKING:
     from ikeqcd.gate import Floor
@@ -283,7 +284,7 @@ def run_wire_bench(*, n: int = 100_000, quick: bool = False) -> list[BenchResult
     results: list[BenchResult] = []
     for gens in (1, 4):
         maker = TokenMaker([os.urandom(32) for _ in range(gens)])
-        responder = TokenResponder(maker)
+        responder = TokenResponder(maker, policy=MakerPolicy.unlimited())
         results.append(BenchResult(
             f"TokenResponder.respond_many, {gens} generation(s)",
             _best_rate(lambda: len(responder.respond_many(reqs)[0]), repeat=repeat),

@@ -1,4 +1,4 @@
-"""The batch load core shared by drivers that report as they go (the Locust user).
+"""The batch load core: the one wrapper of the native load driver, for `ikeqcd load` and the Locust user.
 
 :class:`BatchLoad` wraps the native load driver (``rust/net.rs``: paced ``sendmmsg``,
 ``recvmmsg``, reply parsing and constant-time token verification, all with the GIL
@@ -88,7 +88,9 @@ class Batch:
 
 
 class BatchLoad:
-    """A paced stream of protected-looking requests to one target, read batch by batch.
+    """A paced stream of protected-looking requests to one target, read batch by batch: the
+    one wrapper of the native load driver, used by ``ikeqcd load`` (:func:`ikeqcd.net.load`)
+    and by the Locust user.
 
     Args:
         target: ``HOST:PORT`` (see :func:`parse_target`).
@@ -98,7 +100,10 @@ class BatchLoad:
         nat_t: UDP/4500 framing (non-ESP marker).
         seed: seed of the SPI pairs and bodies.
         timeout: seconds after which an unanswered request counts as ``lost``.
-        window: most requests in flight.
+        window: most requests in flight (default: 2**18 when paced, 512 when not).
+        body_len: octets of SK body per request.
+        gso: segmented sends / coalesced receives where the kernel has them.
+        recv_thread: receive on a second thread.
     """
 
     def __init__(
@@ -112,22 +117,27 @@ class BatchLoad:
         seed: int = 0,
         timeout: float = 1.0,
         window: int | None = None,
+        body_len: int = 32,
+        gso: bool = True,
+        recv_thread: bool = False,
     ) -> None:
         if math.isnan(rate) or rate < 0:
             raise InvalidArgument(f"rate must be >= 0 requests per second, got {rate!r}")
         paced = 0 < rate < math.inf
+        self.rate = rate if paced else 0.0
+        """The pace asked of the driver (0: as fast as the window allows)."""
         self._driver = _core._LoadDriver(
             parse_target(target),
-            rate=rate if paced else 0.0,
+            rate=self.rate,
             sas=sas,
             seed=seed,
             nat_t=nat_t,
             maker=maker,
-            body_len=32,
+            body_len=body_len,
             window=window if window is not None else (1 << 18 if paced else 512),
             timeout=timeout,
-            gso=True,
-            recv_thread=False,
+            gso=gso,
+            recv_thread=recv_thread,
         )
         self._t = 0.0
         self._timeout = timeout
@@ -137,20 +147,33 @@ class BatchLoad:
         tl = maker.token_len if maker is not None else 32
         self.reply_len = 4 * nat_t + 28 + 8 + gens * (8 + tl)
 
+    def run(self, until: float, send_for: float) -> None:
+        """Send while less than ``send_for`` seconds have passed since the first call and
+        receive until ``until`` seconds have (GIL released)."""
+        self._t = until
+        self._driver.run(until, send_for)
+
+    def drain(self) -> None:
+        """Stop sending; wait for the replies in flight, up to the timeout."""
+        self._driver.drain(self._timeout + 0.05)
+
+    def report(self) -> dict[str, float]:
+        """The native counters so far (see ``_core._LoadDriver.report``)."""
+        return self._driver.report()
+
     @property
     def target(self) -> tuple[str, int]:
         """The resolved (host, port)."""
         return self._driver.target
 
     def step(self, seconds: float) -> Batch:
-        """Send and receive for ``seconds`` (GIL released), then return what happened."""
-        self._t += seconds
-        self._driver.run(self._t, _OPEN_ENDED)
+        """Send and receive for ``seconds`` more (open-ended sending), then what happened."""
+        self.run(self._t + seconds, _OPEN_ENDED)
         return self._batch()
 
     def finish(self) -> Batch:
         """Stop sending, wait for the replies in flight (up to the timeout), last batch."""
-        self._driver.drain(self._timeout + 0.05)
+        self.drain()
         return self._batch()
 
     def stop(self) -> None:
