@@ -15,7 +15,11 @@
 //! - [`responder`]: the maker's unknown-SPI hot path (classify, reply, reason codes);
 //! - [`gate`]: the maker's reply policy (switch, rate limits, flood fallback, window);
 //! - [`table`]: the token taker's SA table (tokens and traffic times per SPI pair);
-//! - [`net`]: batch UDP I/O (`recvmmsg`/`sendmmsg`) for `ikeqcd serve` and `ikeqcd load`.
+//! - [`net`]: batch UDP I/O (`recvmmsg`/`sendmmsg`) for `ikeqcd serve` and `ikeqcd load`, one
+//!   file per part under `rust/net/`: `serve.rs` (the server and its counters), `load.rs` (the
+//!   paced load driver), `track.rs` (its requests in flight and reply checks), `histogram.rs`
+//!   (latency), `sys_linux.rs`/`sys_other.rs` (the system calls), [`net::xfrm`] (the
+//!   per-socket IPsec bypass), `mod.rs` (shared constants, address resolution, re-exports).
 //!
 //! ```
 //! use _core::token::{Algorithm, TokenMaker};

@@ -24,9 +24,9 @@ DEFAULT_NAT_T_PORT = 14500
 _DEFAULT_POLICY = MakerPolicy()  # frozen: safe to share as a default
 _SLICE = 0.2  # seconds per native slice: how quickly signals and stop() are noticed
 _REASONS = tuple(r.name for r in Reason)
-_MAX_BODY = 1200  # the core's limit on load's SK body (rust/net.rs MAX_BODY)
+_MAX_BODY = 1200  # the core's limit on load's SK body (rust/net/load.rs MAX_BODY)
 
-_RING = 1 << 18  # most requests a load run keeps in flight (rust/net.rs RING)
+_RING = 1 << 18  # most requests a load run keeps in flight (rust/net/load.rs RING)
 
 
 def _default_address(nat_t: bool) -> str:

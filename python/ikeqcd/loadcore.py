@@ -1,6 +1,6 @@
 """The batch load core: the one wrapper of the native load driver, for `ikeqcd load` and the Locust user.
 
-:class:`BatchLoad` wraps the native load driver (``rust/net.rs``: paced ``sendmmsg``,
+:class:`BatchLoad` wraps the native load driver (``rust/net/load.rs``: paced ``sendmmsg``,
 ``recvmmsg``, reply parsing and constant-time token verification, all with the GIL
 released) and hands out what happened since the last call as one :class:`Batch`: counts per
 outcome and the latency distribution as a compact histogram (numpy arrays). No Python runs
