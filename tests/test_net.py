@@ -248,6 +248,11 @@ def test_stop_from_another_thread_and_duration() -> None:
 
 
 def test_prometheus_exposition() -> None:
+    """A real serve with its /metrics endpoint (prometheus_client's HTTP server), scraped over
+    HTTP and parsed with prometheus_client's own parser: every counter equals serve's stats,
+    and the batch-time histogram counts every batch serve answered."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     seen: dict[str, object] = {}
     done = threading.Event()
 
@@ -258,7 +263,7 @@ def test_prometheus_exposition() -> None:
     t = threading.Thread(
         target=serve,
         args=("127.0.0.1:0", MAKER),
-        kwargs={"policy": OPEN, "prometheus_port": 0, "on_ready": ready, "duration": 3.0},
+        kwargs={"policy": OPEN, "prometheus_port": 0, "on_ready": ready, "duration": 5.0},
         daemon=True,
     )
     t.start()
@@ -269,14 +274,84 @@ def test_prometheus_exposition() -> None:
     assert isinstance(metrics, tuple)
     host, port = metrics
     r = load(srv.address, rate=5000, duration=0.1, maker=MAKER)
-    text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5).read().decode()
+    # the last batch's counters and time land just after its replies leave: let them
+    deadline = time.monotonic() + 5
+    while srv.batch_times().count != srv.stats().batches and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as resp:
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        text = resp.read().decode()
+    stats, times = srv.stats(), srv.batch_times()  # nothing arrives after the load: quiescent
     srv.stop()
     t.join(5)
-    assert f'ikeqcd_serve_requests_total{{reason="replied"}} {r.sent}' in text
-    assert f'ikeqcd_serve_replies_total{{reason="replied"}} {r.sent}' in text
-    assert f"ikeqcd_serve_datagrams_received_total {r.sent}" in text
-    assert "# TYPE ikeqcd_serve_requests_total counter" in text
-    assert prometheus_text(srv.stats()).count("\n") == text.count("\n")
+    assert not t.is_alive()
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    assert fams["ikeqcd_serve_requests"].type == "counter"
+
+    samples = [x for f in fams.values() for x in f.samples]
+
+    def value(name: str, **labels: str) -> float:
+        (v,) = [x.value for x in samples if x.name == name and x.labels == labels]
+        return float(v)
+
+    assert r.sent > 0 and r.valid == r.sent
+    for reason, n in stats.reasons.items():
+        assert value("ikeqcd_serve_requests_total", reason=reason.lower()) == n
+    assert value("ikeqcd_serve_requests_total", reason="replied") == r.sent
+    for reason in ("REPLIED", "DISABLED", "RATE_LIMITED_BARE", "OUTSIDE_WINDOW"):
+        assert value("ikeqcd_serve_replies_total", reason=reason.lower()) == stats.reasons[reason]
+    assert value("ikeqcd_serve_datagrams_received_total") == stats.datagrams_in == r.sent
+    assert value("ikeqcd_serve_datagrams_sent_total") == stats.datagrams_out == r.sent
+    assert value("ikeqcd_serve_received_bytes_total") == stats.bytes_in
+    assert value("ikeqcd_serve_sent_bytes_total") == stats.bytes_out
+    assert value("ikeqcd_serve_send_errors_total") == stats.send_errors == 0
+    hist = fams["ikeqcd_serve_batch_seconds"]
+    assert hist.type == "histogram" and "recvmmsg" in hist.documentation
+    batches = [s for s in hist.samples if s.name.endswith("_bucket")]
+    assert batches[-1].labels["le"] == "+Inf"
+    assert [s.value for s in batches] == sorted(s.value for s in batches)  # cumulative
+    assert value("ikeqcd_serve_batch_seconds_count") == times.count == stats.batches > 0
+    assert value("ikeqcd_serve_batch_seconds_sum") == pytest.approx(times.sum_seconds)
+    assert 0 < times.sum_seconds < 5.0
+    # the same exposition without a server (prometheus_text), minus the live uptime line
+    offline = prometheus_text(stats, times).splitlines()
+    assert [x for x in offline if "uptime" not in x] == [
+        x for x in text.splitlines() if "uptime" not in x
+    ]
+
+
+def test_prometheus_missing_library_is_one_clear_error(secret_file: Path) -> None:
+    """Without prometheus_client, serve --prometheus exits 2 before any work, naming the extra
+    (the library is hidden from a real subprocess with a None entry in sys.modules)."""
+    code = (
+        "import sys; sys.modules['prometheus_client'] = None\n"
+        "from ikeqcd.cli import main\n"
+        f"sys.exit(main(['serve', '--secret-file', {str(secret_file)!r}, '--create', "
+        "'--listen', '127.0.0.1:0', '--prometheus', '0', '--duration', '0']))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ikeqcd serve: error: --prometheus:")
+    assert "pip install 'ikeqcd[metrics]'" in last
+    assert not secret_file.exists()  # refused before any work
+    # the library API: one IkeQcdError naming the extra, before binding anything
+    code = (
+        "import sys; sys.modules['prometheus_client'] = None\n"
+        "from ikeqcd import TokenMaker, errors\n"
+        "from ikeqcd.net import serve\n"
+        "try:\n"
+        "    serve('127.0.0.1:0', TokenMaker([b'k' * 32]), prometheus_port=0, duration=0)\n"
+        "except errors.IkeQcdError as e:\n"
+        "    print(e)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0 and "pip install 'ikeqcd[metrics]'" in proc.stdout, proc.stderr
 
 
 def test_bad_arguments() -> None:

@@ -611,6 +611,9 @@ class _UdpServer:
     def counters(self) -> dict[str, int]:
         """Datagrams per reason name, and ``datagrams_in``, ``bytes_in``, ``datagrams_out``,
         ``bytes_out``, ``send_errors``, ``recv_errors``, ``batches``."""
+    def batch_times(self) -> tuple[list[float], list[int], float]:
+        """Time to answer each received batch: (upper bounds in seconds, counts per bucket,
+        not cumulative, with one more bucket above the largest bound, sum in seconds)."""
 
 @final
 class _LoadDriver:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ikeqcd import _options as opt
+from ikeqcd import _progress
 from ikeqcd.errors import IkeQcdError, InvalidArgument, SecretFileError
 from ikeqcd.net import add_load_parser, add_serve_parser
 
@@ -133,8 +134,16 @@ def _check_simulate(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _sim_bar(bar: _progress.Bar) -> Callable[[str, float, float], None]:
+    """The simulator's progress callback ``(mode, t, horizon)`` on the one progress bar: a bar
+    per mode, over the mode's simulated seconds."""
+    def show(mode: str, t: float, horizon: float) -> None:
+        bar.show(t, desc=mode, total=horizon)
+    return show
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from ikeqcd.sim import Baseline, SimConfig, plot_cdf, print_progress, simulate
+    from ikeqcd.sim import Baseline, SimConfig, plot_cdf, simulate
 
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise InvalidArgument("--plot needs matplotlib: pip install 'ikeqcd[plot]'")
@@ -164,14 +173,13 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         time_scale=args.time_scale,
         pcap_sas=args.pcap_sas,
     )
-    show_progress = not args.no_progress and (sys.stderr.isatty() or args.progress)
-    report = simulate(
-        cfg,
-        progress=print_progress() if show_progress else None,
-        pcap_path=args.pcap,
-    )
-    if show_progress:
-        sys.stderr.write("\n")
+    show = _progress.wanted(force=args.progress, off=args.no_progress)
+    bar = _progress.Bar("simulate") if show else None
+    try:
+        report = simulate(cfg, progress=None if bar is None else _sim_bar(bar), pcap_path=args.pcap)
+    finally:
+        if bar is not None:
+            bar.close()
     if args.plot:
         plot_cdf(report, args.plot)
     if args.json:

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 from ikeqcd._netcommon import DEFAULT_NAT_T_PORT, DEFAULT_PORT
 from ikeqcd.loading import LoadReport, load, load_spis
-from ikeqcd.metrics import prometheus_text
+from ikeqcd.metrics import BatchTimes, prometheus_text
 from ikeqcd.net_cli import add_load_parser, add_serve_parser
 from ikeqcd.serving import Server, ServeStats, serve
 
 __all__ = [
     "DEFAULT_NAT_T_PORT",
     "DEFAULT_PORT",
+    "BatchTimes",
     "LoadReport",
     "ServeStats",
     "Server",

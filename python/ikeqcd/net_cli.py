@@ -10,9 +10,12 @@ from collections.abc import Callable
 from typing import TextIO
 
 from ikeqcd import _options as opt
+from ikeqcd import _progress
 from ikeqcd._core import TokenMaker
 from ikeqcd._netcommon import _MAX_BODY, _RING, DEFAULT_NAT_T_PORT, DEFAULT_PORT, _address
+from ikeqcd.errors import IkeQcdError
 from ikeqcd.loading import LoadReport, load
+from ikeqcd.metrics import require_prometheus_client
 from ikeqcd.policy import MakerPolicy
 from ikeqcd.secret import SecretStore
 from ikeqcd.serving import Server, ServeStats, serve
@@ -96,16 +99,18 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         type=opt.seconds(),
         default=1.0,
         metavar="S",
-        help="seconds between progress lines on stderr (default 1; 0 = no progress lines)",
+        help="seconds between progress updates on stderr: a bar on a terminal, else a line "
+        "(default 1; 0 = no progress)",
     )
     p.add_argument(
         "--prometheus",
         type=opt.port(),
         metavar="PORT",
-        help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics (0 = a free port)",
+        help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics (0 = a free port; "
+        "needs pip install 'ikeqcd[metrics]')",
     )
     p.add_argument("--json", action="store_true", help="print the final counters as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or lines")
     p.add_argument(
         "--no-gso",
         action="store_true",
@@ -174,7 +179,7 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="S",
         help="send tokens only during the first S seconds after start (default: always)",
     )
-    p.set_defaults(handler=_cmd_serve)
+    p.set_defaults(handler=_cmd_serve, check=_check_serve)
 
 
 def _policy_from(args: argparse.Namespace) -> MakerPolicy:
@@ -210,6 +215,16 @@ def _describe(policy: MakerPolicy) -> str:
     return ", ".join(parts)
 
 
+def _check_serve(args: argparse.Namespace) -> str | None:
+    """Checks before any work: --prometheus needs the optional prometheus_client."""
+    if args.prometheus is not None:
+        try:
+            require_prometheus_client()
+        except IkeQcdError as e:
+            return f"--prometheus: {e}"
+    return None
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     store = SecretStore(args.secret_file, algorithm=None if not args.create else "hmac-sha256")
     if args.create:
@@ -233,23 +248,37 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if metrics is not None:
             print(f"ikeqcd serve: metrics on http://{metrics[0]}:{metrics[1]}/metrics", flush=True)
 
-    def on_stats(s: ServeStats) -> None:
-        print(s.line(), file=err, flush=True)
-
     quiet = args.quiet or args.json or not args.stats_interval
-    stats = serve(
-        args.listen,
-        store,
-        nat_t=args.nat_t,
-        policy=policy,
-        duration=args.duration,
-        stats_interval=None if quiet else args.stats_interval,
-        prometheus_port=args.prometheus,
-        on_stats=None if quiet else on_stats,
-        on_ready=ready,
-        gso=not args.no_gso,
-        xfrm_bypass=not args.no_xfrm_bypass,
-    )
+    # on a terminal, one progress bar (made at the first figures, after the listening line);
+    # otherwise a line per interval, as a log
+    draw = _progress.wanted()
+    bars: list[_progress.Bar] = []
+
+    def on_stats(s: ServeStats) -> None:
+        if not draw:
+            print(s.line(), file=err, flush=True)
+            return
+        if not bars:
+            bars.append(_progress.Bar("serve", args.duration))
+        bars[0].show(s.elapsed, status=s.status())
+
+    try:
+        stats = serve(
+            args.listen,
+            store,
+            nat_t=args.nat_t,
+            policy=policy,
+            duration=args.duration,
+            stats_interval=None if quiet else args.stats_interval,
+            prometheus_port=args.prometheus,
+            on_stats=None if quiet else on_stats,
+            on_ready=ready,
+            gso=not args.no_gso,
+            xfrm_bypass=not args.no_xfrm_bypass,
+        )
+    finally:
+        for bar in bars:
+            bar.close()
     print(stats.to_json() if args.json else stats.format(), flush=True)
     return 0
 
@@ -357,20 +386,17 @@ def add_load_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(handler=_cmd_load)
 
 
-def _bar(stream: TextIO, duration: float) -> Callable[[LoadReport], None]:
-    start = time.monotonic()
+def _load_bar(bar: _progress.Bar, start: float, duration: float) -> Callable[[LoadReport], None]:
+    """The load progress callback: seconds into the run and the figures so far, on ``bar``."""
 
     def show(r: LoadReport) -> None:
         t = min(time.monotonic() - start, duration)
-        frac = 1.0 if duration <= 0 else min(t / duration, 1.0)
-        width = 24
-        filled = int(frac * width)
         rate = r.valid / t if t > 0 else 0.0
-        stream.write(
-            f"\r[{'#' * filled}{'.' * (width - filled)}] {t:5.1f}/{duration:g} s  "
-            f"sent {r.sent:,}  answered {r.answered:,}  valid {r.valid:,}  ({rate:,.0f}/s)  "
+        bar.show(
+            t,
+            status=f"sent {r.sent:,}  answered {r.answered:,}  valid {r.valid:,}  "
+            f"({rate:,.0f}/s)",
         )
-        stream.flush()
 
     return show
 
@@ -381,25 +407,32 @@ def _cmd_load(args: argparse.Namespace) -> int:
         store = SecretStore(args.secret_file, algorithm=None)
         store.load()
         maker = store.maker()
-    show = args.progress or (not args.no_progress and not args.json and sys.stderr.isatty())
-    progress = _bar(sys.stderr, args.duration) if show else None
-    report = load(
-        args.target,
-        rate=args.rate,
-        duration=args.duration,
-        sas=args.sas,
-        maker=maker,
-        nat_t=args.nat_t,
-        seed=args.seed,
-        window=args.window,
-        timeout=args.timeout,
-        body_len=args.body_len,
-        gso=not args.no_gso,
-        recv_thread=args.recv_thread,
-        progress=progress,
-    )
-    if show:
-        sys.stderr.write("\n")
+    # --progress draws the bar even with --json or off a terminal
+    show = args.progress or _progress.wanted(off=args.no_progress or args.json)
+    bar = _progress.Bar("load", args.duration) if show else None
+    progress: Callable[[LoadReport], None] | None = None
+    if bar is not None:
+        progress = _load_bar(bar, time.monotonic(), args.duration)
+
+    try:
+        report = load(
+            args.target,
+            rate=args.rate,
+            duration=args.duration,
+            sas=args.sas,
+            maker=maker,
+            nat_t=args.nat_t,
+            seed=args.seed,
+            window=args.window,
+            timeout=args.timeout,
+            body_len=args.body_len,
+            gso=not args.no_gso,
+            recv_thread=args.recv_thread,
+            progress=progress,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
     print(report.to_json() if args.json else report.format(), flush=True)
     if report.interrupted:
         return 130

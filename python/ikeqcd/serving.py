@@ -25,7 +25,7 @@ from ikeqcd._netcommon import (
     _maker_of,
 )
 from ikeqcd.errors import InvalidArgument
-from ikeqcd.metrics import _prometheus
+from ikeqcd.metrics import BatchTimes, _prometheus
 from ikeqcd.policy import MakerPolicy
 from ikeqcd.secret import SecretStore
 
@@ -98,11 +98,15 @@ class ServeStats:
         return "\n".join(lines)
 
     def line(self) -> str:
-        """One short progress line."""
+        """One short progress line: seconds served and :meth:`status`."""
+        return f"{self.elapsed:7.1f} s  {self.status()}"
+
+    def status(self) -> str:
+        """The counters of :meth:`line`, without the time (the progress bar's status)."""
         dropped, live = self.reasons["RATE_LIMITED_DROP"], self.reasons["LIVE_SA"]
         other = self.datagrams_in - self.replied - self.bare - dropped - live
         return (
-            f"{self.elapsed:7.1f} s  in {self.datagrams_in}  tokens {self.replied}  "
+            f"in {self.datagrams_in}  tokens {self.replied}  "
             f"bare {self.bare}  dropped {dropped}  live {live}  other {other}"
         )
 
@@ -247,6 +251,12 @@ class Server:
             batches=c["batches"],
         )
 
+    def batch_times(self) -> BatchTimes:
+        """How long the server took to answer each received batch (the histogram that
+        ``/metrics`` exports as ``ikeqcd_serve_batch_seconds``)."""
+        bounds, counts, total = self._core.batch_times()
+        return BatchTimes(bounds=tuple(bounds), counts=tuple(counts), sum_seconds=total)
+
     def run(
         self,
         duration: float | None = None,
@@ -336,7 +346,8 @@ def serve(
         live: an SaTable of live SAs, never answered with a token.
         duration: stop after this many seconds (``None``: run until a signal).
         stats_interval: seconds between ``on_stats`` calls.
-        prometheus_port: serve ``/metrics`` on 127.0.0.1 at this port (0 picks one).
+        prometheus_port: serve ``/metrics`` on 127.0.0.1 at this port (0 picks one); needs
+            ``prometheus_client`` (``pip install 'ikeqcd[metrics]'``).
         on_stats: called with the counters every ``stats_interval`` seconds.
         on_ready: called once the socket is bound, with the server and the metrics address.
         gso: use UDP GSO/GRO where available (see :class:`Server`).
@@ -350,6 +361,7 @@ def serve(
     Raises:
         NetworkError: a socket cannot be bound.
         SecretFileError: the store cannot be loaded.
+        IkeQcdError: ``prometheus_port`` is given and prometheus_client is not installed.
     """
     server = Server(
         listen,
@@ -360,7 +372,10 @@ def serve(
         gso=gso,
         xfrm_bypass=xfrm_bypass,
     )
-    with _prometheus(prometheus_port, server.stats) as metrics, _stop_on_signals(server):
+    with (
+        _prometheus(prometheus_port, server.stats, server.batch_times) as metrics,
+        _stop_on_signals(server),
+    ):
         if on_ready is not None:
             on_ready(server, metrics)
         return server.run(duration, stats_interval=stats_interval, on_stats=on_stats)

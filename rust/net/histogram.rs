@@ -1,4 +1,8 @@
-//! The load driver's latency histogram: log-linear buckets of nanosecond values.
+//! Latency histograms: the load driver's [`Histogram`] (log-linear buckets of nanosecond
+//! values) and serve's [`BatchTimes`] (fixed Prometheus-style buckets, lock-free).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 const SUB_BITS: u32 = 4;
 const SUB: usize = 1 << SUB_BITS;
@@ -113,6 +117,57 @@ impl Histogram {
     }
 }
 
+/// Upper bounds (nanoseconds, inclusive) of [`BatchTimes`]' buckets: 1 µs to 100 ms in
+/// 1-2.5-5 steps; one more bucket counts everything above.
+pub const BATCH_TIME_BOUNDS_NS: [u64; 16] = [
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+];
+
+/// Lock-free histogram of durations with the fixed buckets [`BATCH_TIME_BOUNDS_NS`]: serve's
+/// time to answer one received batch, counted by the serve loop and read (for Prometheus)
+/// from any thread while it runs.
+#[derive(Debug, Default)]
+pub struct BatchTimes {
+    counts: [AtomicU64; BATCH_TIME_BOUNDS_NS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl BatchTimes {
+    /// Count one duration.
+    pub fn record(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let i = BATCH_TIME_BOUNDS_NS.partition_point(|&b| b < ns);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// The counts per bucket (not cumulative; the last one is above the largest bound) and
+    /// the sum of the durations in nanoseconds, each read atomically.
+    #[must_use]
+    pub fn snapshot(&self) -> ([u64; BATCH_TIME_BOUNDS_NS.len() + 1], u64) {
+        let mut counts = [0u64; BATCH_TIME_BOUNDS_NS.len() + 1];
+        for (c, a) in counts.iter_mut().zip(&self.counts) {
+            *c = a.load(Ordering::Relaxed);
+        }
+        (counts, self.sum_ns.load(Ordering::Relaxed))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +189,21 @@ mod tests {
         }
         assert_eq!(bucket_of(u64::MAX), BUCKETS - 1);
         assert_eq!(Histogram::default().quantile(0.5), 0);
+    }
+
+    #[test]
+    fn batch_times_buckets() {
+        let t = BatchTimes::default();
+        let values = [0u64, 1_000, 1_001, 100_000_000, 100_000_001, u64::MAX];
+        for ns in values {
+            t.record(Duration::from_nanos(ns));
+        }
+        let (counts, sum) = t.snapshot();
+        assert_eq!(counts[0], 2); // 0 and 1 µs: le 1 µs
+        assert_eq!(counts[1], 1); // 1.001 µs: le 2.5 µs
+        assert_eq!(counts[BATCH_TIME_BOUNDS_NS.len() - 1], 1); // 100 ms
+        assert_eq!(counts[BATCH_TIME_BOUNDS_NS.len()], 2); // above
+        assert_eq!(counts.iter().sum::<u64>(), 6);
+        assert_eq!(sum, values.iter().fold(0u64, |a, &v| a.wrapping_add(v)));
     }
 }

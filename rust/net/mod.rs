@@ -27,7 +27,7 @@
 //! - `serve.rs`: [`Server`], its [`ServeCounters`] and the serve loop;
 //! - `load.rs`: [`LoadDriver`], its [`LoadConfig`] and [`LoadCounts`], the paced send loop;
 //! - `track.rs`: the load driver's requests in flight and the check of every reply;
-//! - `histogram.rs`: the latency [`Histogram`];
+//! - `histogram.rs`: the latency histograms ([`Histogram`] of load, [`BatchTimes`] of serve);
 //! - `sys_linux.rs` / `sys_other.rs`: the `recvmmsg`/`sendmmsg` layer (Linux; a refusing
 //!   placeholder elsewhere);
 //! - [`xfrm`]: the per-socket IPsec bypass of `ikeqcd serve`;
@@ -53,7 +53,7 @@ mod tests;
 mod track;
 pub mod xfrm;
 
-pub use histogram::Histogram;
+pub use histogram::{BatchTimes, Histogram, BATCH_TIME_BOUNDS_NS};
 pub use load::{load_spis, LoadConfig, LoadCounts, LoadDriver, MAX_BODY, RING, SEND_MAX};
 pub use serve::{ServeCounters, ServeSnapshot, Server};
 

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use super::histogram::BatchTimes;
 use super::{net_err, setup, sys, xfrm, BATCH};
 use crate::error::CoreResult;
 use crate::gate::MakerGate;
@@ -34,6 +35,9 @@ pub struct ServeCounters {
     pub recv_errors: AtomicU64,
     /// `recvmmsg` calls that returned datagrams.
     pub batches: AtomicU64,
+    /// Time to answer each received batch: from `recvmmsg` returning to the replies' send
+    /// returning (classify, policy, tokens, replies, `sendmmsg`).
+    pub batch_times: BatchTimes,
 }
 
 /// A plain copy of [`ServeCounters`].
@@ -230,6 +234,7 @@ impl Server {
         live: Option<&RwLock<SaTable>>,
         now: f64,
     ) -> CoreResult<()> {
+        let began = Instant::now();
         let mut c = ServeSnapshot {
             batches: 1,
             ..ServeSnapshot::default()
@@ -295,6 +300,7 @@ impl Server {
             c.send_errors = r.errors as u64;
         }
         self.counters.add(&c);
+        self.counters.batch_times.record(began.elapsed());
         Ok(())
     }
 }

@@ -1,4 +1,4 @@
-//! Bindings for `net.rs`: the private `_UdpServer` and `_LoadDriver` used by `ikeqcd.net`.
+//! Bindings for `net/`: the private `_UdpServer` and `_LoadDriver` used by `ikeqcd.net`.
 //!
 //! Each call runs one bounded slice of the batch loop with the GIL released (nothing
 //! Python-side per packet) and returns, so the Python layer handles signals, progress and
@@ -148,6 +148,14 @@ impl PyUdpServer {
         d.set_item("recv_errors", s.recv_errors)?;
         d.set_item("batches", s.batches)?;
         Ok(d)
+    }
+
+    /// Time to answer each received batch: (upper bounds in seconds, counts per bucket, not
+    /// cumulative, with one more bucket above the largest bound, sum in seconds). Lock-free.
+    fn batch_times(&self) -> (Vec<f64>, Vec<u64>, f64) {
+        let (counts, sum_ns) = self.counters.batch_times.snapshot();
+        let bounds = net::BATCH_TIME_BOUNDS_NS.iter().map(|&b| b as f64 / 1e9);
+        (bounds.collect(), counts.to_vec(), sum_ns as f64 * 1e-9)
     }
 
     fn __repr__(&self) -> String {
