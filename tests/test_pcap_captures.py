@@ -43,8 +43,11 @@ def traffic() -> list[tuple[int, bytes]]:
     return out
 
 
-def capture(tool: Sequence[str], out: Path, ready: str) -> list[tuple[int, bytes]]:
-    """Run the capture tool writing ``out`` while our datagrams go over loopback."""
+def capture(
+    tool: Sequence[str], out: Path, ready: str, settle: float = 0.2
+) -> list[tuple[int, bytes]]:
+    """Run the capture tool writing ``out`` while our datagrams go over loopback; ``settle``
+    seconds pass between the tool's ready line and the first datagram."""
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender.bind(("127.0.0.1", 0))
     sport = sender.getsockname()[1]
@@ -63,7 +66,7 @@ def capture(tool: Sequence[str], out: Path, ready: str) -> list[tuple[int, bytes
             seen += line
             if time.monotonic() > deadline:
                 pytest.skip(f"{tool[0]} did not start capturing within 15 s: {seen[-300:]}")
-        time.sleep(0.2)
+        time.sleep(settle)
         sent = traffic()
         for port, payload in sent:
             sender.sendto(payload, ("127.0.0.1", port))
@@ -136,7 +139,10 @@ def test_dumpcap_two_interfaces_two_link_types(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "lo-any.pcapng"
-    sent = capture([need("dumpcap"), "-q", "-i", "lo", "-i", "any"], out, "Capturing on")
+    # dumpcap says "Capturing on" once; the second interface may open a little later on a busy
+    # machine (a datagram sent before it is seen once, not twice), hence the longer settle
+    tool = [need("dumpcap"), "-q", "-i", "lo", "-i", "any"]
+    sent = capture(tool, out, "Capturing on", settle=1.5)
     packets = pcap.read_pcap(out)
     for port, payload in sent:  # seen once on each interface
         assert sum(1 for p in packets if (p.dport, p.payload) == (port, payload)) == 2
