@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ikeqcd import _options as opt
+from ikeqcd.cluster_cli import add_cluster_parser
 from ikeqcd.errors import IkeQcdError, InvalidArgument, SecretFileError
 from ikeqcd.net import add_load_parser, add_serve_parser
 
@@ -472,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate(sub)
     add_serve_parser(sub)
     add_load_parser(sub)
+    add_cluster_parser(sub)
     _add_decode(sub)
     _add_secret(sub)
     _add_bench(sub)

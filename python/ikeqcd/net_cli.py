@@ -12,6 +12,7 @@ from typing import TextIO
 from ikeqcd import _options as opt
 from ikeqcd._core import TokenMaker
 from ikeqcd._netcommon import _MAX_BODY, _RING, DEFAULT_NAT_T_PORT, DEFAULT_PORT, _address
+from ikeqcd.cluster_cli import add_cluster_options, check_cluster_options, preflight, store_from
 from ikeqcd.loading import LoadReport, load
 from ikeqcd.policy import MakerPolicy
 from ikeqcd.secret import SecretStore
@@ -174,7 +175,8 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="S",
         help="send tokens only during the first S seconds after start (default: always)",
     )
-    p.set_defaults(handler=_cmd_serve)
+    add_cluster_options(p)
+    p.set_defaults(handler=_cmd_serve, check=check_cluster_options)
 
 
 def _policy_from(args: argparse.Namespace) -> MakerPolicy:
@@ -211,6 +213,7 @@ def _describe(policy: MakerPolicy) -> str:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    password = preflight(args)
     store = SecretStore(args.secret_file, algorithm=None if not args.create else "hmac-sha256")
     if args.create:
         store.load_or_create()
@@ -218,6 +221,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         store.load()
     policy = _policy_from(args)
     err: TextIO = sys.stderr
+    cluster = store_from(args, store, password)
 
     def ready(server: Server, metrics: tuple[str, int] | None) -> None:
         framing = "UDP/4500 framing" if server.nat_t else "UDP/500 framing"
@@ -230,6 +234,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             f"generation{'s' if store.generations != 1 else ''}); policy: {_describe(policy)}",
             flush=True,
         )
+        if cluster is not None:
+            print(f"ikeqcd serve: cluster {cluster!r}", flush=True)
         if metrics is not None:
             print(f"ikeqcd serve: metrics on http://{metrics[0]}:{metrics[1]}/metrics", flush=True)
 
@@ -237,19 +243,24 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(s.line(), file=err, flush=True)
 
     quiet = args.quiet or args.json or not args.stats_interval
-    stats = serve(
-        args.listen,
-        store,
-        nat_t=args.nat_t,
-        policy=policy,
-        duration=args.duration,
-        stats_interval=None if quiet else args.stats_interval,
-        prometheus_port=args.prometheus,
-        on_stats=None if quiet else on_stats,
-        on_ready=ready,
-        gso=not args.no_gso,
-        xfrm_bypass=not args.no_xfrm_bypass,
-    )
+    try:
+        stats = serve(
+            args.listen,
+            store,
+            nat_t=args.nat_t,
+            policy=policy,
+            live=cluster,
+            duration=args.duration,
+            stats_interval=None if quiet else args.stats_interval,
+            prometheus_port=args.prometheus,
+            on_stats=None if quiet else on_stats,
+            on_ready=ready,
+            gso=not args.no_gso,
+            xfrm_bypass=not args.no_xfrm_bypass,
+        )
+    finally:
+        if cluster is not None:
+            cluster.close()
     print(stats.to_json() if args.json else stats.format(), flush=True)
     return 0
 
