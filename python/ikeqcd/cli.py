@@ -98,7 +98,7 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--n", type=opt.count(1, 100_000_000), default=1_000_000, metavar="N",
                    help="batch size / table size of the absolute figures, 1..100000000 "
                    "(default 1000000)")
-    p.add_argument("--only", choices=["tokens", "table", "wire", "net", "sim"],
+    p.add_argument("--only", choices=["tokens", "table", "wire", "net", "sim", "cluster"],
                    help="run one part only")
     p.add_argument("--quick", action="store_true",
                    help="tokens only, one repetition: the kernel and the fraction of the limit")
