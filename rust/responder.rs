@@ -641,7 +641,9 @@ mod tests {
             assert_eq!(Reason::from_code(r.code()), Some(*r));
         }
         assert_eq!(Reason::from_code(-1), None);
-        assert_eq!(Reason::from_code(13), None);
+        assert_eq!(Reason::from_code(13), Some(Reason::ClusterUnavailable));
+        assert!(!Reason::ClusterUnavailable.sends());
+        assert_eq!(Reason::from_code(14), None);
     }
 
     proptest! {
