@@ -42,7 +42,7 @@ pytestmark = pytest.mark.skipif(
 )
 pytest.importorskip("redis", reason="the redis client (pip install 'ikeqcd[cluster]')")
 
-LEASE, GRACE, DEADLINE = 0.6, 0.6, 0.1
+LEASE, GRACE, DEADLINE = 0.6, 0.6, 0.2
 MAKER = TokenMaker(bytes(range(32)))
 OTHER = TokenMaker(bytes(range(1, 33)))
 UNLIMITED = MakerPolicy.unlimited()
@@ -135,8 +135,9 @@ def test_bad_arguments(server: RedisServer, prefix: str) -> None:
 
 
 def test_dead_node_keeps_its_sas_for_the_grace_period(server: RedisServer, prefix: str) -> None:
+    grace = 2.0
     with node(server, "b", prefix) as b:
-        a = node(server, "a", prefix)
+        a = node(server, "a", prefix, grace=grace)
         a.add_many(u64(11, 12), u64(21, 22))
         settled(b)
         assert b.contains_many(u64(11, 12), u64(21, 22)).all()
@@ -150,7 +151,7 @@ def test_dead_node_keeps_its_sas_for_the_grace_period(server: RedisServer, prefi
         assert status()["a"].live_sas == 2
         assert b.contains_many(u64(11, 12), u64(21, 22)).all()
         wait_for(lambda: not b.contains_many(u64(11, 12), u64(21, 22)).any(),
-                 timeout=GRACE + 1, what="a's SAs vanish after the grace period")
+                 timeout=grace + 1, what="a's SAs vanish after the grace period")
 
 
 def test_restarted_node_loses_its_old_sas_with_its_old_lease(

@@ -235,7 +235,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             flush=True,
         )
         if cluster is not None:
-            print(f"ikeqcd serve: cluster {cluster!r}", flush=True)
+            print(
+                f"ikeqcd serve: cluster node {cluster.node} (incarnation {cluster.incarnation}) "
+                f"at {cluster.url}, lease {cluster.lease:g} s, grace {cluster.grace:g} s, "
+                f"cluster fingerprint {cluster.fingerprint}",
+                flush=True,
+            )
         if metrics is not None:
             print(f"ikeqcd serve: metrics on http://{metrics[0]}:{metrics[1]}/metrics", flush=True)
 
@@ -262,6 +267,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if cluster is not None:
             cluster.close()
     print(stats.to_json() if args.json else stats.format(), flush=True)
+    if cluster is not None and not args.json:
+        c = cluster.counters
+        print(f"  cluster: {c.checks} pairs checked in {c.batches} batches, {c.fail_closed} "
+              f"batches failed closed ({c.store_errors} store errors, {c.refused} refused: "
+              f"secret differs), {c.republished} republished", flush=True)
     return 0
 
 
