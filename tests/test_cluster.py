@@ -105,6 +105,7 @@ def test_membership_status_and_counters(server: RedisServer, prefix: str) -> Non
         got = b.contains_many(x, x + np.uint64(7))
         assert not got[:5000].any() and got[5000:].all()
         assert (int(x[-1]), int(x[-1]) + 7) in b and (1, 8) not in b
+        assert (-1, 8) not in b and ("x", 8) not in b and (1, 2, 3) not in b
         b.add_many(u64(2**64 - 1), u64(1))  # SPIs are the full 64 bits
         assert a.contains_many(u64(2**64 - 1, 1), u64(1, 2**64 - 1)).tolist() == [True, False]
         assert len(a) == 5000 and len(b) == 1

@@ -360,8 +360,12 @@ class LiveSaStore:
         """``(spi_i, spi_r) in store``: one pair (a batch of one; same fail-closed rule)."""
         if not (isinstance(pair, tuple) and len(pair) == 2):
             return False
-        a, b = pair
-        return bool(self.contains_many(np.array([a], dtype=np.uint64), np.array([b], dtype=np.uint64))[0])
+        try:
+            a = np.array([pair[0]], dtype=np.uint64)
+            b = np.array([pair[1]], dtype=np.uint64)
+        except (OverflowError, TypeError, ValueError):
+            return False  # not two SPIs: never a live SA
+        return bool(self.contains_many(a, b)[0])
 
     # -- heartbeat -----------------------------------------------------------------------
 
