@@ -14,6 +14,7 @@
 //! - [`wire`]: the IKEv2 codec (header, payload chain, Notify, QCD reply build/parse, NAT-T);
 //! - [`responder`]: the maker's unknown-SPI hot path (classify, reply, reason codes);
 //! - [`gate`]: the maker's reply policy (switch, rate limits, flood fallback, window);
+//! - [`live`]: the serve loop's per-batch live-SA check (local table or cluster store);
 //! - [`table`]: the token taker's SA table (tokens and traffic times per SPI pair);
 //! - [`net`]: batch UDP I/O (`recvmmsg`/`sendmmsg`) for `ikeqcd serve` and `ikeqcd load`, one
 //!   file per part under `rust/net/`: `serve.rs` (the server and its counters), `load.rs` (the
@@ -37,6 +38,7 @@ pub mod ct;
 pub mod error;
 pub mod gate;
 pub mod kernel;
+pub mod live;
 pub mod net;
 pub mod par;
 pub mod ratelimit;

@@ -59,11 +59,15 @@ pub enum Reason {
     /// Outside the window after start in which tokens are answered (policy, §9.3): a bare
     /// INVALID_IKE_SPI was sent.
     OutsideWindow = 12,
+    /// The cluster's live-SA store could not answer for this batch (unreachable, past its
+    /// deadline, an error, or this node's secret differs from the cluster's): fail closed,
+    /// nothing was sent (RFC 6290 §9.2 cannot be checked, so no token is revealed).
+    ClusterUnavailable = 13,
 }
 
 impl Reason {
     /// Every reason in code order.
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 14] = [
         Reason::Replied,
         Reason::Malformed,
         Reason::NotIkev2,
@@ -77,6 +81,7 @@ impl Reason {
         Reason::RateLimitedBare,
         Reason::RateLimitedDrop,
         Reason::OutsideWindow,
+        Reason::ClusterUnavailable,
     ];
 
     /// The numeric code.
@@ -110,6 +115,7 @@ impl Reason {
             Reason::RateLimitedBare => "RATE_LIMITED_BARE",
             Reason::RateLimitedDrop => "RATE_LIMITED_DROP",
             Reason::OutsideWindow => "OUTSIDE_WINDOW",
+            Reason::ClusterUnavailable => "CLUSTER_UNAVAILABLE",
         }
     }
 
@@ -635,7 +641,9 @@ mod tests {
             assert_eq!(Reason::from_code(r.code()), Some(*r));
         }
         assert_eq!(Reason::from_code(-1), None);
-        assert_eq!(Reason::from_code(13), None);
+        assert_eq!(Reason::from_code(13), Some(Reason::ClusterUnavailable));
+        assert!(!Reason::ClusterUnavailable.sends());
+        assert_eq!(Reason::from_code(14), None);
     }
 
     proptest! {

@@ -61,6 +61,7 @@ ZERO_OK: dict[tuple[str, str], bool] = {
     ("serve", "--global-burst"): False,
     ("serve", "--bare-rate"): True,
     ("serve", "--token-window"): False,
+    ("serve", "--grace"): False,
     ("load", "--rate"): True,
     ("load", "--duration"): False,
     ("load", "--seed"): False,
@@ -135,6 +136,13 @@ def other_cells() -> list[Cell]:
         if isinstance(a.type, _options.Address):
             for v in ("nowhere", "127.0.0.1:99999", "::1:500", ":500", "127.0.0.1:-1"):
                 cells.append(Cell(cmd, opt_name(a), f"address {v!r}", v, False))
+        elif isinstance(a.type, _options.ClusterUrl):
+            for v in ("http://127.0.0.1:6379/0", "redis://:secret@127.0.0.1:6379/0",
+                      "redis://127.0.0.1:99999/0", "redis://127.0.0.1:6379/x", "redis:///0"):
+                cells.append(Cell(cmd, opt_name(a), f"cluster URL {v!r}", v, False))
+        elif isinstance(a.type, _options.Name):
+            for v in ("", "-lead", "a b", "x" * 64):
+                cells.append(Cell(cmd, opt_name(a), f"name {v!r}", v, False))
         elif isinstance(a.type, _options.HexDatagram):
             cells.append(Cell(cmd, opt_name(a), "not hex", "zz", False))
         elif a.choices is not None:
@@ -156,6 +164,9 @@ def base_argv(cmd: str, option: str, work: Path) -> list[str]:
     secret = str(work / "private" / "qcd.secret")
     if cmd == "serve":
         base = ["--listen", "127.0.0.1:0", "--duration", "0"]
+        if option.startswith("--cluster-") or option == "--node":
+            base += ["--cluster", "redis://127.0.0.1:9/0", "--node", "n1"]
+            base = base if option != "--node" else base[:-2]
         return base if option == "--secret-file" else [*base, "--secret-file", secret]
     if cmd == "load":
         base = ["--target", "127.0.0.1:9", "--duration", "0"]
@@ -164,6 +175,9 @@ def base_argv(cmd: str, option: str, work: Path) -> list[str]:
         action = {"--output": "export", "--input": "import", "action": None}.get(option, "fingerprint")
         out = [] if action is None else [action]
         return out if option == "--file" else [*out, "--file", secret]
+    if cmd == "cluster":
+        base = [] if option == "action" else ["status"]
+        return base if option == "--cluster" else [*base, "--cluster", "redis://127.0.0.1:9/0"]
     if cmd == "simulate" and option.startswith("--custom-"):
         return ["--baseline", "custom"]
     if cmd == "decode" and option != "hex":
@@ -294,7 +308,8 @@ def test_every_option_is_checked() -> None:
     for cmd, a in value_actions():
         key = (cmd, opt_name(a))
         keys.add(key)
-        kinds = (_options.Number, _options.Path, _options.Address, _options.HexDatagram)
+        kinds = (_options.Number, _options.Path, _options.Address, _options.HexDatagram,
+                 _options.ClusterUrl, _options.Name)
         assert isinstance(a.type, kinds) or a.choices is not None, f"{key}: no checking type"
         if isinstance(a.type, _options.Number):
             assert a.type.lo >= 0 and a.type.hi < 1e20, key

@@ -5,7 +5,7 @@ Users import these names from :mod:`ikeqcd`, never from ``ikeqcd._core``.
 
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address
-from typing import Any, TypeAlias, final
+from typing import Any, Protocol, TypeAlias, final
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +24,11 @@ def _source_key(octets: bytes, /) -> int:
 
 _Bytes: TypeAlias = bytes | bytearray | memoryview
 _Address: TypeAlias = IPv4Address | IPv6Address | bytes | None
+
+class _SupportsContainsMany(Protocol):
+    def contains_many(
+        self, spi_i: npt.NDArray[np.uint64], spi_r: npt.NDArray[np.uint64], /
+    ) -> npt.NDArray[np.bool_]: ...
 
 @final
 class TokenMaker:
@@ -562,7 +567,12 @@ class _UdpServer:
         gso: use UDP GSO/GRO where the kernel has it (runs of requests received as one
             buffer, runs of equal-sized replies to one source sent as one segmented send).
         gate: the reply policy; ``None`` answers every candidate with tokens.
-        live: live SAs, never answered with a token (read-locked once per batch).
+        live: live SAs, never answered with a token, asked once per received batch with
+            every candidate of the batch: an :class:`SaTable` (read-locked, no GIL), or an
+            object with ``contains_many(spi_i, spi_r) -> bool array`` such as
+            ``ikeqcd.cluster.LiveSaStore`` (the GIL is taken once per batch). When the
+            object raises or answers with the wrong shape, every candidate of the batch is
+            ``CLUSTER_UNAVAILABLE`` and gets nothing (fail closed).
         xfrm_bypass: set per-socket IPsec bypass policies (``IP_XFRM_POLICY`` /
             ``IPV6_XFRM_POLICY``, ALLOW in and out) so that leftover XFRM policies do not
             swallow the socket's datagrams; a refusal (EPERM without ``CAP_NET_ADMIN``) is
@@ -582,7 +592,7 @@ class _UdpServer:
         nat_t: bool = False,
         gso: bool = True,
         gate: _MakerGate | None = None,
-        live: SaTable | None = None,
+        live: SaTable | _SupportsContainsMany | None = None,
         xfrm_bypass: bool = False,
     ) -> _UdpServer: ...
     @property

@@ -25,7 +25,9 @@ from pathlib import Path as _P
 __all__ = [
     "SEED",
     "Address",
+    "ClusterUrl",
     "HexDatagram",
+    "Name",
     "Number",
     "Path",
     "count",
@@ -252,3 +254,57 @@ class HexDatagram:
 
     def __repr__(self) -> str:
         return "HexDatagram()"
+
+
+class ClusterUrl:
+    """``redis://HOST[:PORT][/DB]`` or ``rediss://...`` (TLS) with no password or user in it
+    (a password on the command line shows in ``ps``); returned as given."""
+
+    __name__ = "cluster URL"
+
+    def __call__(self, text: str) -> str:
+        import urllib.parse
+
+        form = "redis://HOST:PORT/DB or rediss://HOST:PORT/DB"
+        try:
+            p = urllib.parse.urlsplit(text)
+            port_ = p.port
+        except ValueError:
+            raise _Err(f"must be {form} with a port 1..65535, got {text!r}") from None
+        if p.scheme not in ("redis", "rediss") or not p.hostname:
+            raise _Err(f"must be {form}, got {text!r}")
+        if p.password is not None or p.username:
+            raise _Err(
+                "must not carry a user or password (it would show in ps): give the password "
+                "with --cluster-password-file or IKEQCD_CLUSTER_PASSWORD"
+            )
+        if port_ == 0:
+            raise _Err(f"the port must be 1..65535, got {text!r}")
+        db = p.path.lstrip("/")
+        if db and not (db.isdigit() and int(db) <= 1_000_000):
+            raise _Err(f"the database must be a number 0..1000000, got {text!r}")
+        if p.query or p.fragment:
+            raise _Err(f"must be {form} with nothing after the database, got {text!r}")
+        return text
+
+    def __repr__(self) -> str:
+        return "ClusterUrl()"
+
+
+class Name:
+    """A name of 1..63 of ``A-Z a-z 0-9 . _ -``, starting with a letter or digit."""
+
+    __name__ = "name"
+
+    def __call__(self, text: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", text):
+            raise _Err(
+                f"must be 1..63 of A-Z a-z 0-9 . _ - starting with a letter or digit, got {text!r}"
+            )
+        return text
+
+    def __repr__(self) -> str:
+        return "Name()"
+

@@ -316,6 +316,7 @@ BENCH_PARTS: dict[str, tuple[str, ...]] = {
     "wire": ("wire",),
     "net": ("net",),
     "sim": ("sim",),
+    "cluster": ("cluster",),
 }
 """``ikeqcd bench --only`` part -> the gate parts (:data:`ikeqcd.ratios.GROUPS`) it runs."""
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ikeqcd import _options as opt
 from ikeqcd import _progress
+from ikeqcd.cluster_cli import add_cluster_parser
 from ikeqcd.errors import IkeQcdError, InvalidArgument, SecretFileError
 from ikeqcd.net import add_load_parser, add_serve_parser
 
@@ -98,7 +99,7 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--n", type=opt.count(1, 100_000_000), default=1_000_000, metavar="N",
                    help="batch size / table size of the absolute figures, 1..100000000 "
                    "(default 1000000)")
-    p.add_argument("--only", choices=["tokens", "table", "wire", "net", "sim"],
+    p.add_argument("--only", choices=["tokens", "table", "wire", "net", "sim", "cluster"],
                    help="run one part only")
     p.add_argument("--quick", action="store_true",
                    help="tokens only, one repetition: the kernel and the fraction of the limit")
@@ -480,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate(sub)
     add_serve_parser(sub)
     add_load_parser(sub)
+    add_cluster_parser(sub)
     _add_decode(sub)
     _add_secret(sub)
     _add_bench(sub)

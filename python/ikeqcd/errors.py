@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "CapacityError",
+    "ClusterUnavailable",
     "IkeQcdError",
     "InvalidAddress",
     "InvalidAlgorithm",
@@ -102,3 +103,19 @@ class SecretFileError(IkeQcdError):
 class NetworkError(IkeQcdError, OSError):
     """A UDP socket could not be opened, bound or used (``ikeqcd serve`` / ``ikeqcd load``);
     the message names the address and the operating system's reason."""
+
+
+class ClusterUnavailable(IkeQcdError):
+    """The cluster's live-SA store cannot say whether an SA is live elsewhere (unreachable,
+    past its deadline, an error), or this node's secret differs from the cluster's: RFC 6290
+    §9.2 cannot be checked, so no token may be revealed (fail closed).
+
+    Attributes:
+        reason: ``"store"`` (unreachable, timed out or an error), ``"secret"`` (this node's
+            secret fingerprint differs from the cluster's), ``"closed"`` (the store was
+            closed); ``""`` if unset.
+    """
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason

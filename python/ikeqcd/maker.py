@@ -17,10 +17,10 @@ import numpy as np
 import numpy.typing as npt
 
 from ikeqcd import _core
-from ikeqcd._core import TokenMaker
 from ikeqcd._clock import read_clock
+from ikeqcd._core import TokenMaker
 from ikeqcd._keys import UNKNOWN_SOURCE, source_key
-from ikeqcd.errors import InvalidArgument, InvalidPolicy
+from ikeqcd.errors import ClusterUnavailable, InvalidArgument, InvalidPolicy
 from ikeqcd.policy import MakerPolicy
 from ikeqcd.wire import Buffer
 
@@ -56,6 +56,11 @@ class Reason(enum.IntEnum):
     """Rate-limited: nothing sent (§8.1); policy layer."""
     OUTSIDE_WINDOW = 12
     """Outside the answering window after start (§9.3): a bare INVALID_IKE_SPI was sent."""
+    CLUSTER_UNAVAILABLE = 13
+    """The cluster's live-SA store could not answer for this batch (unreachable, past its
+    deadline, an error, or this node's secret differs from the cluster's): fail closed,
+    nothing was sent (§9.2 cannot be checked, so no token is revealed). See
+    :mod:`ikeqcd.cluster`."""
 
 
 Source = tuple[str, int]
@@ -103,7 +108,11 @@ class TokenResponder:
             with ``contains_many(spi_i, spi_r) -> bool array`` (like ``SaTable``), asked once
             per batch; a container of ``(spi_i, spi_r)`` int tuples (``in``); or a callable
             ``(spi_i, spi_r) -> bool`` for cluster-wide knowledge, asked per candidate. An
-            exception from it propagates and nothing is sent (fail closed).
+            exception from it propagates and nothing is sent (fail closed), except
+            :class:`~ikeqcd.errors.ClusterUnavailable` (raised by
+            :class:`ikeqcd.cluster.LiveSaStore` when the store cannot answer): then every
+            candidate of the batch gets ``Reason.CLUSTER_UNAVAILABLE`` and nothing is sent,
+            and the next batch asks again.
         nat_t: ``True`` for a UDP/4500 socket (non-ESP marker required; ESP is
             ``Reason.ESP``), ``False`` for UDP/500, ``None`` to auto-detect per datagram.
         policy: the reply policy; ``MakerPolicy()`` (per-source and global limits on) by
@@ -348,8 +357,11 @@ class TokenResponder:
         code, a, b = self._core.classify(datagram)
         if code != Reason.REPLIED:
             return None, code
-        if self._live_kind != "none" and self._live_one(a, b):
-            return None, Reason.LIVE_SA
+        try:
+            if self._live_kind != "none" and self._live_one(a, b):
+                return None, Reason.LIVE_SA
+        except ClusterUnavailable:
+            return None, Reason.CLUSTER_UNAVAILABLE
         if self._admits:
             reasons = np.zeros(1, dtype=np.int8)
             self._run_admit(
@@ -388,8 +400,11 @@ class TokenResponder:
             reasons, a, b = self._core.classify_many(datagrams)
             cand = np.flatnonzero(reasons == Reason.REPLIED)
             if len(cand) and self._live_kind != "none":
-                live = self._live_mask(a[cand], b[cand])
-                reasons[cand[live]] = Reason.LIVE_SA
+                try:
+                    live = self._live_mask(a[cand], b[cand])
+                    reasons[cand[live]] = Reason.LIVE_SA
+                except ClusterUnavailable:
+                    reasons[cand] = Reason.CLUSTER_UNAVAILABLE
             if self._admits:
                 self._run_admit(reasons, a, b, sources)
             replies, reasons = self._core.build_many(datagrams, reasons)

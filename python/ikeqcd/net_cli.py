@@ -13,6 +13,7 @@ from ikeqcd import _options as opt
 from ikeqcd import _progress
 from ikeqcd._core import TokenMaker
 from ikeqcd._netcommon import _MAX_BODY, _RING, DEFAULT_NAT_T_PORT, DEFAULT_PORT, _address
+from ikeqcd.cluster_cli import add_cluster_options, check_cluster_options, preflight, store_from
 from ikeqcd.errors import IkeQcdError
 from ikeqcd.loading import LoadReport, load
 from ikeqcd.metrics import require_prometheus_client
@@ -179,7 +180,8 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="S",
         help="send tokens only during the first S seconds after start (default: always)",
     )
-    p.set_defaults(handler=_cmd_serve, check=_check_serve)
+    add_cluster_options(p)
+    p.set_defaults(handler=_cmd_serve, check=lambda a: _check_serve(a) or check_cluster_options(a))
 
 
 def _policy_from(args: argparse.Namespace) -> MakerPolicy:
@@ -226,6 +228,7 @@ def _check_serve(args: argparse.Namespace) -> str | None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    password = preflight(args)
     store = SecretStore(args.secret_file, algorithm=None if not args.create else "hmac-sha256")
     if args.create:
         store.load_or_create()
@@ -233,6 +236,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         store.load()
     policy = _policy_from(args)
     err: TextIO = sys.stderr
+    cluster = store_from(args, store, password)
 
     def ready(server: Server, metrics: tuple[str, int] | None) -> None:
         framing = "UDP/4500 framing" if server.nat_t else "UDP/500 framing"
@@ -245,6 +249,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             f"generation{'s' if store.generations != 1 else ''}); policy: {_describe(policy)}",
             flush=True,
         )
+        if cluster is not None:
+            print(
+                f"ikeqcd serve: cluster node {cluster.node} (incarnation {cluster.incarnation}) "
+                f"at {cluster.url}, lease {cluster.lease:g} s, grace {cluster.grace:g} s, "
+                f"cluster fingerprint {cluster.fingerprint}",
+                flush=True,
+            )
         if metrics is not None:
             print(f"ikeqcd serve: metrics on http://{metrics[0]}:{metrics[1]}/metrics", flush=True)
 
@@ -268,6 +279,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             store,
             nat_t=args.nat_t,
             policy=policy,
+            live=cluster,
             duration=args.duration,
             stats_interval=None if quiet else args.stats_interval,
             prometheus_port=args.prometheus,
@@ -279,7 +291,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     finally:
         for bar in bars:
             bar.close()
+        if cluster is not None:
+            cluster.close()
     print(stats.to_json() if args.json else stats.format(), flush=True)
+    if cluster is not None and not args.json:
+        c = cluster.counters
+        print(f"  cluster: {c.checks} pairs checked in {c.batches} batches, {c.fail_closed} "
+              f"batches failed closed ({c.store_errors} store errors, {c.refused} refused: "
+              f"secret differs), {c.republished} republished", flush=True)
     return 0
 
 

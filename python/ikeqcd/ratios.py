@@ -364,6 +364,13 @@ def sim(reps: int, sas: int = 2000) -> dict[str, Measured]:
         "datagrams/s", "HMACs/s", "x", ours, peer)}
 
 
+def cluster(reps: int) -> dict[str, Measured]:
+    """The cluster gate on a local Redis/Valkey server (:mod:`ikeqcd._ratios_cluster`)."""
+    from ikeqcd._ratios_cluster import cluster as measure
+
+    return measure(reps)
+
+
 GROUPS: dict[str, Callable[[int], dict[str, Measured]]] = {
     "tokens": tokens,
     "scaling": scaling,
@@ -371,5 +378,6 @@ GROUPS: dict[str, Callable[[int], dict[str, Measured]]] = {
     "wire": wire,
     "net": net,
     "sim": sim,
+    "cluster": cluster,
 }
 """Part name -> the function measuring its figures (keys as in ``benches/floors.toml``)."""

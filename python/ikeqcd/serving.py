@@ -25,6 +25,7 @@ from ikeqcd._netcommon import (
     _maker_of,
 )
 from ikeqcd.errors import InvalidArgument
+from ikeqcd.maker import SupportsContainsMany
 from ikeqcd.metrics import BatchTimes, _prometheus
 from ikeqcd.policy import MakerPolicy
 from ikeqcd.secret import SecretStore
@@ -124,8 +125,12 @@ class Server:
             and keepalives are counted (``Reason.ESP``) and ignored.
         policy: the reply policy (switch, rate limits, flood fallback, token window);
             ``None`` answers every candidate with tokens (closed test beds only).
-        live: an :class:`~ikeqcd.SaTable` of live SAs: never answered with a token (RFC 6290
-            §9.2). Read-locked once per batch of datagrams, so other threads may change it.
+        live: live SAs, never answered with a token (RFC 6290 §9.2), asked once per received
+            batch with every candidate of it: an :class:`~ikeqcd.SaTable` (read-locked, so
+            other threads may change it), or an object with ``contains_many(spi_i, spi_r)``
+            such as :class:`ikeqcd.cluster.LiveSaStore` (the GIL is taken once per batch).
+            When that object raises, every candidate of the batch is
+            ``CLUSTER_UNAVAILABLE`` and gets nothing (fail closed); serving goes on.
         clock: the policy clock (seconds); the token window starts at construction.
         gso: use UDP GSO/GRO where the kernel has it: a run of requests that a peer sent as
             one segmented send is received as one buffer and split here, and runs of
@@ -155,7 +160,7 @@ class Server:
         *,
         nat_t: bool = False,
         policy: MakerPolicy | None = _DEFAULT_POLICY,
-        live: SaTable | None = None,
+        live: SaTable | SupportsContainsMany | None = None,
         clock: Callable[[], float] = time.monotonic,
         gso: bool = True,
         xfrm_bypass: bool = True,
@@ -166,10 +171,12 @@ class Server:
             raise InvalidArgument(
                 f"policy must be a MakerPolicy or None, got {type(policy).__name__}"
             )
-        if live is not None and not isinstance(live, SaTable):
+        if live is not None and not isinstance(live, SaTable) and not callable(
+            getattr(live, "contains_many", None)
+        ):
             raise InvalidArgument(
-                "live must be an ikeqcd.SaTable (the server reads it natively, per batch), "
-                f"got {type(live).__name__}"
+                "live must be an ikeqcd.SaTable or an object with contains_many(spi_i, spi_r) "
+                f"(such as ikeqcd.cluster.LiveSaStore), got {type(live).__name__}"
             )
         self._maker = _maker_of(maker_or_store)
         self._clock = clock
@@ -325,7 +332,7 @@ def serve(
     *,
     nat_t: bool = False,
     policy: MakerPolicy | None = _DEFAULT_POLICY,
-    live: SaTable | None = None,
+    live: SaTable | SupportsContainsMany | None = None,
     duration: float | None = None,
     stats_interval: float | None = 1.0,
     prometheus_port: int | None = None,
@@ -343,7 +350,8 @@ def serve(
         nat_t: UDP/4500 framing (non-ESP marker).
         policy: the reply policy (default :class:`~ikeqcd.MakerPolicy()`, whose per-source
             limit is 50 replies/s; use ``MakerPolicy.unlimited()`` for load tests).
-        live: an SaTable of live SAs, never answered with a token.
+        live: live SAs, never answered with a token: an SaTable or a cluster store (see
+            :class:`Server`).
         duration: stop after this many seconds (``None``: run until a signal).
         stats_interval: seconds between ``on_stats`` calls.
         prometheus_port: serve ``/metrics`` on 127.0.0.1 at this port (0 picks one); needs

@@ -4,15 +4,15 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::histogram::BatchTimes;
 use super::{net_err, setup, sys, xfrm, BATCH};
 use crate::error::CoreResult;
 use crate::gate::MakerGate;
+use crate::live::{Batch, LiveCheck};
 use crate::responder::{self, Reason};
-use crate::table::SaTable;
 use crate::token::TokenMaker;
 use crate::wire;
 
@@ -113,6 +113,7 @@ pub struct Server {
     rx: Box<sys::RecvSlots>,
     out: Vec<u8>,
     segs: Vec<sys::Seg>,
+    batch: Batch,
     counters: Arc<ServeCounters>,
 }
 
@@ -157,6 +158,7 @@ impl Server {
             gso,
             rx: sys::RecvSlots::new(),
             segs: Vec::with_capacity(BATCH),
+            batch: Batch::default(),
             counters: Arc::new(ServeCounters::default()),
         })
     }
@@ -196,15 +198,17 @@ impl Server {
 
     /// Serve until `budget` has elapsed or `stop` is set. `now` is the policy clock at the
     /// start of the slice (the gate's time scale); it advances with the monotonic clock.
-    /// `gate` is locked and `live` read-locked once per batch, never across a blocking
-    /// receive. Without a gate every candidate gets the full reply.
+    /// `live` is asked once per batch, with every candidate of the batch, and `gate` is
+    /// locked once per batch after it; neither is held across a blocking receive. When
+    /// `live` cannot answer, every candidate of the batch is `Reason::ClusterUnavailable`
+    /// and gets nothing (fail closed). Without a gate every candidate gets the full reply.
     ///
     /// # Errors
     /// Only an inconsistent maker (cannot happen); socket errors are counted, never fatal.
     pub fn run(
         &mut self,
         gate: Option<&Mutex<MakerGate>>,
-        live: Option<&RwLock<SaTable>>,
+        live: Option<&dyn LiveCheck>,
         now: f64,
         budget: Duration,
         stop: &AtomicBool,
@@ -231,7 +235,7 @@ impl Server {
         &mut self,
         n: usize,
         gate: Option<&Mutex<MakerGate>>,
-        live: Option<&RwLock<SaTable>>,
+        live: Option<&dyn LiveCheck>,
         now: f64,
     ) -> CoreResult<()> {
         let began = Instant::now();
@@ -239,52 +243,63 @@ impl Server {
             batches: 1,
             ..ServeSnapshot::default()
         };
-        self.out.clear();
-        self.segs.clear();
-        {
-            let live = live.map(|l| l.read().unwrap_or_else(PoisonError::into_inner));
-            let mut gate = gate.map(|g| g.lock().unwrap_or_else(PoisonError::into_inner));
-            let (rx, out, segs, maker) = (&self.rx, &mut self.out, &mut self.segs, &self.maker);
-            for k in 0..n {
-                let truncated = rx.truncated(k);
-                for d in rx.segments(k) {
-                    c.datagrams_in += 1;
-                    c.bytes_in += d.len() as u64;
-                    let reason = match responder::classify(d, Some(self.nat_t)) {
-                        _ if truncated => Reason::Malformed,
-                        Err(r) => r,
-                        Ok(cand) => {
-                            let (a, b) = (cand.header.spi_i, cand.header.spi_r);
-                            if live.as_ref().is_some_and(|t| t.contains(a, b)) {
-                                Reason::LiveSa
-                            } else {
-                                let decision = match gate.as_mut() {
-                                    Some(g) => g.decide(rx.source_key(k), now),
-                                    None => Reason::Replied,
-                                };
-                                let at = out.len();
-                                if decision == Reason::Replied {
-                                    responder::write_reply(maker, &cand, out)?;
-                                } else if decision.sends() {
-                                    wire::write_invalid_ike_spi_reply(
-                                        &cand.header,
-                                        cand.nat_t,
-                                        out,
-                                    );
-                                }
-                                if out.len() > at {
-                                    segs.push(sys::Seg {
-                                        start: at,
-                                        end: out.len(),
-                                        to: k,
-                                    });
-                                }
-                                decision
-                            }
-                        }
-                    };
-                    c.reasons[reason as usize] += 1;
+        let Server {
+            rx,
+            out,
+            segs,
+            maker,
+            nat_t,
+            batch,
+            ..
+        } = self;
+        out.clear();
+        segs.clear();
+        batch.clear();
+        // Pass 1: classify every datagram; collect the candidates' SPI pairs.
+        for k in 0..n {
+            let truncated = rx.truncated(k);
+            for d in rx.segments(k) {
+                c.datagrams_in += 1;
+                c.bytes_in += d.len() as u64;
+                match responder::classify(d, Some(*nat_t)) {
+                    _ if truncated => batch.fail(Reason::Malformed),
+                    Err(r) => batch.fail(r),
+                    Ok(cand) => batch.candidate(k, cand),
                 }
+            }
+        }
+        // The live check, once for the whole batch.
+        let unavailable = batch.check(live);
+        // Pass 2: the policy and the replies, in arrival order.
+        {
+            let mut gate = gate.map(|g| g.lock().unwrap_or_else(PoisonError::into_inner));
+            for (slot, is_live) in batch.outcomes() {
+                let reason = match slot {
+                    Err(r) => r,
+                    Ok(_) if unavailable => Reason::ClusterUnavailable,
+                    Ok(_) if is_live => Reason::LiveSa,
+                    Ok((k, cand)) => {
+                        let decision = match gate.as_mut() {
+                            Some(g) => g.decide(rx.source_key(k), now),
+                            None => Reason::Replied,
+                        };
+                        let at = out.len();
+                        if decision == Reason::Replied {
+                            responder::write_reply(maker, &cand, out)?;
+                        } else if decision.sends() {
+                            wire::write_invalid_ike_spi_reply(&cand.header, cand.nat_t, out);
+                        }
+                        if out.len() > at {
+                            segs.push(sys::Seg {
+                                start: at,
+                                end: out.len(),
+                                to: k,
+                            });
+                        }
+                        decision
+                    }
+                };
+                c.reasons[reason as usize] += 1;
             }
         }
         if !self.segs.is_empty() {

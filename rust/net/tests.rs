@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::*;
 use crate::error::CoreError;
 use crate::gate::{Fallback, GateConfig, MakerGate};
+use crate::live::{LiveCheck, Unavailable};
 use crate::responder::Reason;
 use crate::table::SaTable;
 use crate::token::{Algorithm, TokenMaker};
@@ -24,7 +25,7 @@ fn loopback() -> SocketAddr {
 fn with_server<R>(
     mut srv: Server,
     gate: Option<MakerGate>,
-    live: Option<SaTable>,
+    live: Option<Box<dyn LiveCheck + Send>>,
     f: impl FnOnce(SocketAddr) -> R,
 ) -> (R, ServeSnapshot) {
     let addr = srv.local_addr();
@@ -33,11 +34,10 @@ fn with_server<R>(
     let s2 = Arc::clone(&stop);
     let h = std::thread::spawn(move || {
         let gate = gate.map(Mutex::new);
-        let live = live.map(RwLock::new);
         while !s2.load(Ordering::Relaxed) {
             srv.run(
                 gate.as_ref(),
-                live.as_ref(),
+                live.as_deref().map(|l| l as &dyn LiveCheck),
                 0.0,
                 Duration::from_millis(50),
                 &s2,
@@ -132,7 +132,7 @@ fn live_sa_and_garbage() {
         seed: 7,
         ..LoadConfig::default()
     };
-    let (d, c) = with_server(srv, None, Some(table), |a| {
+    let (d, c) = with_server(srv, None, Some(Box::new(RwLock::new(table))), |a| {
         let junk = UdpSocket::bind(loopback()).unwrap();
         for len in [0usize, 1, 27, 28, 100, 9000] {
             junk.send_to(&vec![0xab; len], a).unwrap();
@@ -193,4 +193,32 @@ fn bad_options() {
     }
     assert!(resolve("nonsense").is_err());
     assert_eq!(resolve("[::1]:500").unwrap().port(), 500);
+}
+
+/// A cluster store that cannot answer: every candidate fails closed, nothing is sent.
+struct StoreDown;
+
+impl LiveCheck for StoreDown {
+    fn contains_batch(&self, _: &[u64], _: &[u64], _: &mut [bool]) -> Result<(), Unavailable> {
+        Err(Unavailable)
+    }
+}
+
+#[test]
+fn live_check_unavailable_fails_closed() {
+    let srv = Server::bind(loopback(), maker(), false, true).unwrap();
+    let cfg = LoadConfig {
+        rate: 2_000.0,
+        sas: 4,
+        ..LoadConfig::default()
+    };
+    let (d, c) = with_server(srv, None, Some(Box::new(StoreDown)), |a| {
+        load(a, cfg, Some(maker()), 0.2)
+    });
+    let n = d.counts();
+    assert!(n.sent > 100);
+    assert_eq!(n.answered, 0, "{n:?}");
+    assert_eq!(c.reasons[Reason::ClusterUnavailable as usize], n.sent);
+    assert_eq!(c.reasons[Reason::Replied as usize], 0);
+    assert_eq!(c.datagrams_out, 0);
 }

@@ -5,6 +5,7 @@ mod detach;
 mod errors;
 mod gate;
 mod kernel;
+mod live;
 mod net;
 mod ratelimit;
 mod responder;

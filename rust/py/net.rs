@@ -16,7 +16,7 @@ use pyo3::types::PyDict;
 use super::detach::run_detached;
 use super::errors::InvalidArgument;
 use super::gate::PyMakerGate;
-use super::table::PySaTable;
+use super::live::LiveSource;
 use super::token::PyTokenMaker;
 use crate::net::{self, LoadConfig, LoadDriver, ServeCounters, Server};
 use crate::responder::Reason;
@@ -44,7 +44,7 @@ pub struct PyUdpServer {
     stop: AtomicBool,
     addr: SocketAddr,
     gate: Option<Py<PyMakerGate>>,
-    live: Option<Py<PySaTable>>,
+    live: Option<LiveSource>,
     xfrm_bypass: Option<Result<(), String>>,
 }
 
@@ -58,9 +58,10 @@ impl PyUdpServer {
         nat_t: bool,
         gso: bool,
         gate: Option<Bound<'_, PyMakerGate>>,
-        live: Option<Bound<'_, PySaTable>>,
+        live: Option<Bound<'_, PyAny>>,
         xfrm_bypass: bool,
     ) -> PyResult<Self> {
+        let live = live.as_ref().map(LiveSource::new).transpose()?;
         let at = net::resolve(listen)?;
         let server = Server::bind(at, maker.get().inner.clone(), nat_t, gso)?;
         let xfrm_bypass = xfrm_bypass.then(|| server.xfrm_bypass().map_err(|e| e.to_string()));
@@ -71,7 +72,7 @@ impl PyUdpServer {
             server: Mutex::new(server),
             stop: AtomicBool::new(false),
             gate: gate.map(Bound::unbind),
-            live: live.map(Bound::unbind),
+            live,
         })
     }
 
@@ -112,7 +113,7 @@ impl PyUdpServer {
         let budget = self::seconds(seconds, "seconds")?;
         crate::clock::check_time(now, "now")?;
         let gate = self.gate.as_ref().map(|g| &g.get().inner);
-        let live = self.live.as_ref().map(|t| &t.get().inner);
+        let live = self.live.as_ref().map(LiveSource::check);
         run_detached(py, ALWAYS, || {
             let mut s = self.server.lock().unwrap_or_else(PoisonError::into_inner);
             s.run(gate, live, now, budget, &self.stop)
@@ -162,7 +163,11 @@ impl PyUdpServer {
         format!(
             "_UdpServer({}, live={}, gate={})",
             self.addr,
-            self.live.is_some(),
+            match &self.live {
+                None => "none",
+                Some(l) if l.is_object() => "object",
+                Some(_) => "table",
+            },
             self.gate.is_some()
         )
     }
