@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from ikeqcd import _core
 from ikeqcd._core import TokenMaker
 from ikeqcd.errors import InvalidArgument
 from ikeqcd.maker import Reason
@@ -53,20 +52,6 @@ def _maker_of(maker_or_store: TokenMaker | SecretStore) -> TokenMaker:
         return maker_or_store.maker()
     raise InvalidArgument(
         f"give an ikeqcd.TokenMaker or an ikeqcd.SecretStore, got {type(maker_or_store).__name__}"
-    )
-
-
-def _gate_of(policy: MakerPolicy, now: float) -> _core._MakerGate:
-    return _core._MakerGate(
-        enabled=policy.enabled,
-        per_source_rate=policy.per_source_rate,
-        per_source_burst=policy.per_source_burst,
-        global_rate=policy.global_rate,
-        global_burst=policy.global_burst,
-        bare_rate=policy.bare_rate,
-        fallback=policy.flood_fallback,
-        window_end=None if policy.token_window is None else now + policy.token_window,
-        max_sources=policy.max_sources,
     )
 
 

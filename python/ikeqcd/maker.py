@@ -93,6 +93,22 @@ _POLICY_CODES = np.array(
 _N_REASONS = len(Reason)
 
 
+def _gate_of(policy: MakerPolicy, now: float) -> _core._MakerGate:
+    """The native reply gate (``rust/gate.rs``) for ``policy``, its token window from ``now``;
+    shared by :class:`TokenResponder` and ``ikeqcd serve``."""
+    return _core._MakerGate(
+        enabled=policy.enabled,
+        per_source_rate=policy.per_source_rate,
+        per_source_burst=policy.per_source_burst,
+        global_rate=policy.global_rate,
+        global_burst=policy.global_burst,
+        bare_rate=policy.bare_rate,
+        fallback=policy.flood_fallback,
+        window_end=None if policy.token_window is None else now + policy.token_window,
+        max_sources=policy.max_sources,
+    )
+
+
 class TokenResponder:
     """Answers protected IKE requests for unknown SAs with QCD tokens (RFC 6290 §4.5).
 
@@ -178,17 +194,7 @@ class TokenResponder:
         self._clock = clock
         self._gate: Any = None
         if policy != MakerPolicy.unlimited():
-            self._gate = _core._MakerGate(
-                enabled=policy.enabled,
-                per_source_rate=policy.per_source_rate,
-                per_source_burst=policy.per_source_burst,
-                global_rate=policy.global_rate,
-                global_burst=policy.global_burst,
-                bare_rate=policy.bare_rate,
-                fallback=policy.flood_fallback,
-                window_end=None if policy.token_window is None else read_clock(clock) + policy.token_window,
-                max_sources=policy.max_sources,
-            )
+            self._gate = _gate_of(policy, read_clock(clock))
         self._admits = self._gate is not None or type(self).admit is not TokenResponder.admit
         self._fast = live is None and not self._admits
 

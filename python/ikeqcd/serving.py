@@ -20,12 +20,11 @@ from ikeqcd._netcommon import (
     _REASONS,
     _SLICE,
     _address,
-    _gate_of,
     _log,
     _maker_of,
 )
 from ikeqcd.errors import InvalidArgument
-from ikeqcd.maker import SupportsContainsMany
+from ikeqcd.maker import SupportsContainsMany, _gate_of
 from ikeqcd.metrics import BatchTimes, _prometheus
 from ikeqcd.policy import MakerPolicy
 from ikeqcd.secret import SecretStore
