@@ -194,7 +194,9 @@ class TokenResponder:
         self._clock = clock
         self._gate: Any = None
         if policy != MakerPolicy.unlimited():
-            self._gate = _gate_of(policy, read_clock(clock))
+            # the clock is read only where the policy has a token window to start
+            start = 0.0 if policy.token_window is None else read_clock(clock)
+            self._gate = _gate_of(policy, start)
         self._admits = self._gate is not None or type(self).admit is not TokenResponder.admit
         self._fast = live is None and not self._admits
 
