@@ -264,6 +264,19 @@ class FailureDetector:
         self._peer.pop(pair, None)
         self._forget_children(pair)
 
+    def sas_deleted(self, spi_i: npt.NDArray[np.uint64], spi_r: npt.NDArray[np.uint64]) -> None:
+        """Batch :meth:`sa_deleted`."""
+        if not len(spi_i):
+            return
+        self.table.remove_many(spi_i, spi_r)
+        if self._pending or self._held or self._born or self._peer or self._children_of:
+            for pair in zip(spi_i.tolist(), spi_r.tolist()):
+                self._pending.pop(pair, None)
+                self._held.pop(pair, None)
+                self._born.pop(pair, None)
+                self._peer.pop(pair, None)
+                self._forget_children(pair)
+
     def _forget_children(self, pair: Pair) -> None:
         for child in self._children_of.pop(pair, ()):
             del self._children[child]
@@ -290,6 +303,25 @@ class FailureDetector:
     def request_sent(self, spi_i: int, spi_r: int, message_id: int) -> None:
         """A protected request (e.g. a liveness check) went out on this SA."""
         self._pending[_pair(spi_i, spi_r)] = _message_id(message_id)
+
+    def requests_sent(
+        self, spi_i: npt.NDArray[np.uint64], spi_r: npt.NDArray[np.uint64],
+        message_id: npt.NDArray[np.uint32],
+    ) -> None:
+        """Batch :meth:`request_sent` (SPIs from the owner's own arrays)."""
+        self._pending.update(zip(zip(spi_i.tolist(), spi_r.tolist()), message_id.tolist()))
+
+    def responses_received(
+        self, spi_i: npt.NDArray[np.uint64], spi_r: npt.NDArray[np.uint64],
+        message_id: npt.NDArray[np.uint32],
+    ) -> None:
+        """Batch :meth:`response_received`, in order."""
+        now = self._now()
+        for pair, mid in zip(zip(spi_i.tolist(), spi_r.tolist()), message_id.tolist()):
+            if self._pending.get(pair) == mid:
+                del self._pending[pair]
+            if self._held:
+                self._cancel(pair, now)
 
     def response_received(self, spi_i: int, spi_r: int, message_id: int) -> None:
         """A genuine protected response arrived: the peer is alive. Cancels a held restart."""
