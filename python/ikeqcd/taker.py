@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -412,6 +412,18 @@ class FailureDetector:
             return self._verdict(VerdictKind.DEFERRED, pair, f"held {self.policy.accept_delay} s")
         event = self._restart(pair, source, via, now)
         return self._verdict(VerdictKind.PEER_RESTARTED, pair, event=event)
+
+    def receive_many(
+        self, datagrams: Sequence[bytes], sources: Sequence[tuple[str, int]], *, nat_t: bool | None = None
+    ) -> list[Verdict]:
+        """:meth:`receive` for each datagram in order (a node that is not a token taker
+        answers the whole batch at once)."""
+        if not self.policy.enabled:
+            n = len(datagrams)
+            by_kind = self._counters.by_kind
+            by_kind["DISABLED"] = by_kind.get("DISABLED", 0) + n
+            return [Verdict(VerdictKind.DISABLED)] * n
+        return [self.receive(d, s, nat_t=nat_t) for d, s in zip(datagrams, sources)]
 
     def _plain_invalid_ike_spi(self, pair: Pair, now: float) -> Verdict:
         # RFC 7296 §2.21.4: a hint, never a state change; at most one liveness check at a time

@@ -68,6 +68,11 @@ class GatewayA:
         self._answered: list[I64] = []  # tunnels whose liveness check was answered
         self._rebuild: list[I64] = []  # tunnels to re-create at the end of this batch
         self.cancelled = 0
+        # a mirror of the table's last-inbound time of each tunnel's current SA, never later
+        # than the table's: no UP tunnel can be due a liveness check before ``_due_floor``, so
+        # scans before then skip the table walk (the same SAs come out, at any scale)
+        self.tin = np.full(n, -math.inf)
+        self._due_floor = -math.inf
         net.register("A", self.receive)
 
     # -- establishing tunnels -----------------------------------------------------------
@@ -132,6 +137,8 @@ class GatewayA:
         # no token: still track traffic on the SA (a placeholder never matches)
         tokens[~has] = np.frombuffer(os.urandom(32 * int((~has).sum())), np.uint8).reshape(-1, 32)
         self.detector.tokens_received(spi_i, spi_r, tokens)
+        self.tin[ks] = self.net.now()  # the insertion time counts as the last inbound
+        self._due_floor = min(self._due_floor, self.net.now() + self.cfg.idle)
         w.state[ks] = UP
         self.est_dgram[ks] = None
         self._fresh.append(ks)  # traffic starts now in both directions (flushed per batch)
@@ -165,16 +172,21 @@ class GatewayA:
     def _inbound(self, ks: I64, si: U64, sr: U64) -> None:
         same = (self.w.spi_i[ks] == si) & (self.w.spi_r[ks] == sr)
         if same.any():
-            self.detector.table.touch_many(si[same], sr[same], self.net.now(), inbound=True)
+            now = self.net.now()
+            self.detector.table.touch_many(si[same], sr[same], now, inbound=True)
+            self.tin[ks[same]] = now
 
     def scan(self) -> None:
         w = self.w
         now = self.net.now()
-        si, _sr = self.detector.due_liveness(now, idle=self.cfg.idle)
-        if len(si):
-            ks = (si & np.uint64(IDX_MASK)).astype(np.int64)
-            ks = np.sort(ks[(w.state[ks] == UP) & (w.spi_i[ks] == si)])  # table order is random
-            self.start_checks(ks[: self.cfg.max_checks_per_scan])
+        if now + 0.002 >= self._due_floor:  # (2 ms: the table's millisecond ticks)
+            si, _sr = self.detector.due_liveness(now, idle=self.cfg.idle)
+            if len(si):
+                ks = (si & np.uint64(IDX_MASK)).astype(np.int64)
+                ks = np.sort(ks[(w.state[ks] == UP) & (w.spi_i[ks] == si)])  # table order is random
+                self.start_checks(ks[: self.cfg.max_checks_per_scan])
+            up = self.tin[w.state == UP]
+            self._due_floor = float(up.min()) + self.cfg.idle if len(up) else math.inf
         self.handle_events(self.detector.poll())
         self.net.at(now + self.cfg.scan_interval, self.scan)
 
@@ -252,6 +264,8 @@ class GatewayA:
                 lists.clear()
                 si, sr = self.w.spi_i[ks], self.w.spi_r[ks]
                 tab.touch_many(si, sr, now, inbound=True)
+                self.tin[ks] = now
+                self._due_floor = min(self._due_floor, now + self.cfg.idle)
                 if both:
                     tab.touch_many(si, sr, now, inbound=False)
 
@@ -326,8 +340,7 @@ class GatewayA:
                 self._answered.append(ko)
         deferred = False
         events: list[object] = []
-        for d, src in zip(codec.pick(datagrams, others), codec.pick(sources, others)):
-            verdict = self.detector.receive(d, src)
+        for verdict in self.detector.receive_many(codec.pick(datagrams, others), codec.pick(sources, others)):
             if verdict.event is not None:  # PeerRestarted now, or CheckLiveness
                 events.append(verdict.event)
             elif verdict.kind is VerdictKind.DEFERRED:
