@@ -73,6 +73,13 @@ class GatewayA:
         # scans before then skip the table walk (the same SAs come out, at any scale)
         self.tin = np.full(n, -math.inf)
         self._due_floor = -math.inf
+        # traffic times are kept here and written to the table (touch_many, one call per
+        # distinct time) just before it is read: the table holds the same times when
+        # due_liveness walks it, without two table calls per tunnel per second
+        self.tout = np.full(n, -math.inf)
+        self.dirty_in = np.zeros(n, bool)
+        self.dirty_out = np.zeros(n, bool)
+        self._groups = [np.arange(g, n, self.TRAFFIC_GROUPS, dtype=np.int64) for g in range(self.TRAFFIC_GROUPS)]
         net.register("A", self.receive)
 
     # -- establishing tunnels -----------------------------------------------------------
@@ -84,6 +91,8 @@ class GatewayA:
         w.spi_i[ks] = new
         w.spi_r[ks] = 0
         w.state[ks] = INIT_SENT
+        self.dirty_in[ks] = False  # pending traffic times belonged to the old SA
+        self.dirty_out[ks] = False
         msgs = codec.as_list(codec.plain_init(new, np.zeros(len(ks), np.uint64), response=False))
         self._send_establishing(ks, msgs, INIT_SENT)
 
@@ -137,7 +146,8 @@ class GatewayA:
         # no token: still track traffic on the SA (a placeholder never matches)
         tokens[~has] = np.frombuffer(os.urandom(32 * int((~has).sum())), np.uint8).reshape(-1, 32)
         self.detector.tokens_received(spi_i, spi_r, tokens)
-        self.tin[ks] = self.net.now()  # the insertion time counts as the last inbound
+        self.tin[ks] = self.net.now()  # the insertion time counts as the last traffic
+        self.tout[ks] = self.net.now()
         self._due_floor = min(self._due_floor, self.net.now() + self.cfg.idle)
         w.state[ks] = UP
         self.est_dgram[ks] = None
@@ -158,10 +168,12 @@ class GatewayA:
         here: the IKE messages are the real ones."""
         w = self.w
         now = self.net.now()
-        ks = np.arange(g, w.n, self.TRAFFIC_GROUPS, dtype=np.int64)
-        ks = ks[(w.state[ks] == UP) | (w.state[ks] == CHECKING)]
+        ks = self._groups[g]
+        st = w.state[ks]
+        ks = ks[(st == UP) | (st == CHECKING)]
         if len(ks):
-            self.detector.table.touch_many(w.spi_i[ks], w.spi_r[ks], now, inbound=False)
+            self.tout[ks] = now
+            self.dirty_out[ks] = True
             back = ks[self.peer.knows_many(ks)]
             if self.cfg.loss > 0:
                 back = back[self.net.rng.random(len(back)) >= self.cfg.loss]
@@ -172,14 +184,15 @@ class GatewayA:
     def _inbound(self, ks: I64, si: U64, sr: U64) -> None:
         same = (self.w.spi_i[ks] == si) & (self.w.spi_r[ks] == sr)
         if same.any():
-            now = self.net.now()
-            self.detector.table.touch_many(si[same], sr[same], now, inbound=True)
-            self.tin[ks[same]] = now
+            ks = ks[same]
+            self.tin[ks] = self.net.now()
+            self.dirty_in[ks] = True
 
     def scan(self) -> None:
         w = self.w
         now = self.net.now()
         if now + 0.002 >= self._due_floor:  # (2 ms: the table's millisecond ticks)
+            self.sync_table()
             si, _sr = self.detector.due_liveness(now, idle=self.cfg.idle)
             if len(si):
                 ks = (si & np.uint64(IDX_MASK)).astype(np.int64)
@@ -253,7 +266,6 @@ class GatewayA:
     def _flush(self) -> None:
         """Batch work collected while handling one batch of events or datagrams."""
         now = self.net.now()
-        tab = self.detector.table
         if self._rebuild:
             ks = np.concatenate(self._rebuild)
             self._rebuild = []
@@ -262,12 +274,29 @@ class GatewayA:
             if lists:
                 ks = np.concatenate(lists)
                 lists.clear()
-                si, sr = self.w.spi_i[ks], self.w.spi_r[ks]
-                tab.touch_many(si, sr, now, inbound=True)
                 self.tin[ks] = now
+                self.dirty_in[ks] = True
                 self._due_floor = min(self._due_floor, now + self.cfg.idle)
                 if both:
-                    tab.touch_many(si, sr, now, inbound=False)
+                    self.tout[ks] = now
+                    self.dirty_out[ks] = True
+
+    def sync_table(self) -> None:
+        """Write the pending traffic times of the tunnels' current SAs to the table."""
+        tab = self.detector.table
+        w = self.w
+        for times, dirty, inbound in ((self.tout, self.dirty_out, False), (self.tin, self.dirty_in, True)):
+            ks = np.flatnonzero(dirty)
+            if not len(ks):
+                continue
+            dirty[ks] = False
+            t = times[ks]
+            order = np.argsort(t, kind="stable")
+            ks, t = ks[order], t[order]
+            cuts = np.flatnonzero(np.diff(t)) + 1
+            for part in np.split(np.arange(len(ks)), cuts):
+                sel = ks[part]
+                tab.touch_many(w.spi_i[sel], w.spi_r[sel], float(t[part[0]]), inbound=inbound)
 
     def _poll(self) -> None:
         self.handle_events(self.detector.poll())
