@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from ikeqcd import _taker_batch
 from ikeqcd._core import RateLimiter, SaTable
+from ikeqcd._taker_batch import BatchVerdicts
 from ikeqcd._clock import check_time, read_clock
 from ikeqcd._keys import source_key
 from ikeqcd.errors import InvalidArgument, InvalidSpi, MalformedMessage
@@ -85,6 +87,9 @@ class VerdictKind(enum.Enum):
     MALFORMED = "ignored: malformed"
     NOT_A_REPLY = "ignored: not an unprotected QCD reply"
     DISABLED = "ignored: not a token taker"
+
+
+_taker_batch.KINDS[:] = [k.name for k in VerdictKind]
 
 
 @dataclass(frozen=True)
@@ -413,17 +418,35 @@ class FailureDetector:
         event = self._restart(pair, source, via, now)
         return self._verdict(VerdictKind.PEER_RESTARTED, pair, event=event)
 
-    def receive_many(
+    def judge_many(
         self, datagrams: Sequence[bytes], sources: Sequence[tuple[str, int]], *, nat_t: bool | None = None
-    ) -> list[Verdict]:
-        """:meth:`receive` for each datagram in order (a node that is not a token taker
-        answers the whole batch at once)."""
+    ) -> BatchVerdicts:
+        """:meth:`receive` for each datagram in order, as arrays (see
+        :class:`~ikeqcd._taker_batch.BatchVerdicts`): the same verdicts, counters and state
+        changes, with one parse, one rate-limit call and one table check per batch."""
+        n = len(datagrams)
         if not self.policy.enabled:
-            n = len(datagrams)
             by_kind = self._counters.by_kind
             by_kind["DISABLED"] = by_kind.get("DISABLED", 0) + n
-            return [Verdict(VerdictKind.DISABLED)] * n
-        return [self.receive(d, s, nat_t=nat_t) for d, s in zip(datagrams, sources)]
+            zero = np.zeros(n, np.uint64)
+            code = _taker_batch.KINDS.index("DISABLED")
+            return BatchVerdicts(np.full(n, code, np.int8), zero, zero.copy(), np.zeros(n, bool),
+                                 np.zeros(n, bool))
+        if n:
+            fast = _taker_batch.judge(self, datagrams, sources, nat_t)
+            if fast is not None:
+                return fast
+        verdicts = [self.receive(d, s, nat_t=nat_t) for d, s in zip(datagrams, sources)]
+        restarted = np.array([v.restarted for v in verdicts], bool)
+        via_child = np.array([isinstance(v.event, PeerRestarted) and v.event.via == "invalid_spi"
+                              for v in verdicts], bool)
+        return BatchVerdicts(
+            np.array([_taker_batch.KINDS.index(v.kind.name) for v in verdicts], np.int8),
+            np.array([v.spi_i or 0 for v in verdicts], np.uint64),
+            np.array([v.spi_r or 0 for v in verdicts], np.uint64),
+            restarted, via_child,
+            [v.event for v in verdicts if isinstance(v.event, CheckLiveness)],
+        )
 
     def _plain_invalid_ike_spi(self, pair: Pair, now: float) -> Verdict:
         # RFC 7296 §2.21.4: a hint, never a state change; at most one liveness check at a time

@@ -27,6 +27,7 @@ from ikeqcd.sim.net import Net
 from ikeqcd.sim.world import (
     AUTH_SENT, CHECKING, DOWN, IDX_MASK, INIT_SENT, U64, UP, I64, World, k_of,
 )
+from ikeqcd._taker_batch import BatchVerdicts
 from ikeqcd.taker import CheckLiveness, FailureDetector, PeerRestarted, RestartCancelled, VerdictKind
 
 
@@ -318,6 +319,14 @@ class GatewayA:
                 self.cancelled += 1
         self._restarts(restarted)
 
+    def _restarts_now(self, judged: BatchVerdicts) -> None:
+        rows = np.flatnonzero(judged.restarted)
+        si = judged.spi_i[rows]
+        ks = (si & np.uint64(IDX_MASK)).astype(np.int64)
+        ks = ks[self.w.spi_i[ks] == si]
+        if len(ks):
+            self.down(ks, "invalid_ike_spi")
+
     def _restarts(self, restarted: list[tuple[int, str]]) -> None:
         if not restarted:
             return
@@ -367,14 +376,12 @@ class GatewayA:
                 w.state[checking] = UP
                 self.has_check[checking] = False
                 self._answered.append(ko)
-        deferred = False
-        events: list[object] = []
-        for verdict in self.detector.receive_many(codec.pick(datagrams, others), codec.pick(sources, others)):
-            if verdict.event is not None:  # PeerRestarted now, or CheckLiveness
-                events.append(verdict.event)
-            elif verdict.kind is VerdictKind.DEFERRED:
-                deferred = True
-        self.handle_events(events)
+        judged = self.detector.judge_many(codec.pick(datagrams, others), codec.pick(sources, others))
+        if judged.restarted.any():  # PeerRestarted now (rfc6290), in datagram order
+            self._restarts_now(judged)
+        if judged.checks:
+            self.handle_events(judged.checks)
+        deferred = judged.deferred
         self._after_receive(deferred, auth_ks, out)
 
     def _after_receive(self, deferred: bool, auth_ks: I64, out: list[bytes]) -> None:
