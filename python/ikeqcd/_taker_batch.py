@@ -136,6 +136,7 @@ def judge(det: FailureDetector, datagrams: Sequence[bytes], sources: Sequence[tu
         if len(match):
             if p.accept_delay > 0:
                 due = now + p.accept_delay
+                det._held_min = min(det._held_min, due)
                 det._held.update(
                     (pair, _Held(due, sources[i], "invalid_ike_spi"))
                     for pair, i in zip(mpairs, match.tolist())

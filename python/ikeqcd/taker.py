@@ -27,6 +27,7 @@ restarts that became due, cancellations) come out of :meth:`FailureDetector.poll
 from __future__ import annotations
 
 import enum
+import math
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -142,6 +143,13 @@ class Verdict:
         return self.kind is VerdictKind.PEER_RESTARTED
 
 
+@dataclass(frozen=True)
+class _Due:
+    source: tuple[str, int]
+    via: str
+    now: float
+
+
 @dataclass
 class _Held:
     due: float
@@ -196,6 +204,7 @@ class FailureDetector:
         self._peer_of = peer_of
         self._pending: dict[Pair, int] = {}
         self._held: dict[Pair, _Held] = {}
+        self._held_min = math.inf  # no held decision is due before this
         # Dampening compares the order of protected stores and teardowns, not clock readings
         # (equal readings are common: a batch, a coarse clock). peer -> (teardown seq, until)
         self._dampened: dict[Hashable, tuple[int, float]] = {}
@@ -414,6 +423,7 @@ class FailureDetector:
 
         if self.policy.accept_delay > 0:
             self._held[pair] = _Held(now + self.policy.accept_delay, source, via)
+            self._held_min = min(self._held_min, now + self.policy.accept_delay)
             return self._verdict(VerdictKind.DEFERRED, pair, f"held {self.policy.accept_delay} s")
         event = self._restart(pair, source, via, now)
         return self._verdict(VerdictKind.PEER_RESTARTED, pair, event=event)
@@ -474,6 +484,12 @@ class FailureDetector:
         # The token has been revealed in the clear: it is spent. Forget it, so duplicate
         # replies (liveness retransmissions) find no SA (spec case 37).
         self.table.remove(pair[0], pair[1])
+        self._forget(pair, now)
+        return PeerRestarted(pair[0], pair[1], source, now, via, self.policy.make_before_break)
+
+    def _forget(self, pair: Pair, now: float) -> None:
+        """A restart's bookkeeping once the token left the table: the pending request, the
+        children, and the dampening window of the SA's peer."""
         self._pending.pop(pair, None)
         self._forget_children(pair)
         self._born.pop(pair, None)
@@ -484,21 +500,45 @@ class FailureDetector:
             self._seq += 1
             since = old[0] if old is not None and old[1] > now else self._seq
             self._dampened[peer] = (since, now + self.policy.dampening)
-        return PeerRestarted(pair[0], pair[1], source, now, via, self.policy.make_before_break)
 
     def poll(self) -> list[Event]:
         """Decisions that became due (held restarts whose delay expired) and cancellations of
         held restarts, oldest first. Events decided inside :meth:`receive` are not repeated
         here (they are in its :class:`Verdict`)."""
+        events, si, sr, held = self._poll()
+        return events + [
+            PeerRestarted(i, r, h.source, h.now, h.via, self.policy.make_before_break)
+            for i, r, h in zip(si.tolist(), sr.tolist(), held)
+        ]
+
+    def poll_many(self) -> tuple[list[Event], npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+        """:meth:`poll` with the restarts as arrays: (the other events, oldest first, then the
+        SPI-I and SPI-R of each SA to tear down now, in the order :meth:`poll` gives them)."""
+        events, si, sr, _ = self._poll()
+        return events, si, sr
+
+    def _poll(self) -> tuple[list[Event], npt.NDArray[np.uint64], npt.NDArray[np.uint64], list[_Due]]:
         now = self._now()
-        for pair, held in list(self._held.items()):
-            if held.due <= now:
+        si = sr = np.zeros(0, np.uint64)
+        fired: list[_Due] = []
+        if self._held and now >= self._held_min:
+            due = [(pair, h) for pair, h in self._held.items() if h.due <= now]
+            for pair, _ in due:
                 del self._held[pair]
-                if pair in self.table:
-                    self._events.append(self._restart(pair, held.source, held.via, now))
+            self._held_min = min((h.due for h in self._held.values()), default=math.inf)
+            if due:
+                both = np.array([pair for pair, _ in due], np.uint64).reshape(-1, 2)
+                live = self.table.contains_many(both[:, 0].copy(), both[:, 1].copy(), threads=1)
+                keep = np.flatnonzero(live)
+                si, sr = both[keep, 0].copy(), both[keep, 1].copy()
+                self.table.remove_many(si, sr)
+                for i in keep.tolist():
+                    pair, h = due[i]
+                    self._forget(pair, now)
+                    fired.append(_Due(h.source, h.via, now))
         self._expire_dampening(now)
         events, self._events = self._events, []
-        return events
+        return events, si, sr, fired
 
     def _expire_dampening(self, now: float) -> None:
         if any(until <= now for _, until in self._dampened.values()):

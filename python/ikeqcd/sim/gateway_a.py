@@ -201,7 +201,7 @@ class GatewayA:
                 self.start_checks(ks[: self.cfg.max_checks_per_scan])
             up = self.tin[w.state == UP]
             self._due_floor = float(up.min()) + self.cfg.idle if len(up) else math.inf
-        self.handle_events(self.detector.poll())
+        self._poll()
         self.net.at(now + self.cfg.scan_interval, self.scan)
 
     def start_checks(self, ks: I64) -> None:
@@ -300,7 +300,13 @@ class GatewayA:
                 tab.touch_many(w.spi_i[sel], w.spi_r[sel], float(t[part[0]]), inbound=inbound)
 
     def _poll(self) -> None:
-        self.handle_events(self.detector.poll())
+        events, si, sr = self.detector.poll_many()
+        self.handle_events(events)
+        if len(si):  # held restarts that became due, in order
+            ks = (si & np.uint64(IDX_MASK)).astype(np.int64)
+            ks = ks[self.w.spi_i[ks] == si]
+            if len(ks):
+                self.down(ks, "invalid_ike_spi")
 
     def handle_events(self, events: Sequence[object]) -> None:
         w = self.w
