@@ -163,31 +163,59 @@ class GatewayA:
 
     # -- traffic and liveness -----------------------------------------------------------
 
-    def traffic(self, g: int) -> None:
+    def traffic(self, items: list[tuple[float, int]]) -> None:
         """Each tunnel sends a packet every traffic interval (tunnels are spread over
-        ``TRAFFIC_GROUPS`` phases); the peer answers if it has the SA. ESP is bookkeeping
-        here: the IKE messages are the real ones."""
-        w = self.w
-        now = self.net.now()
-        ks = self._groups[g]
-        st = w.state[ks]
-        ks = ks[(st == UP) | (st == CHECKING)]
-        if len(ks):
-            self.tout[ks] = now
-            self.dirty_out[ks] = True
-            back = ks[self.peer.knows_many(ks)]
-            if self.cfg.loss > 0:
-                back = back[self.net.rng.random(len(back)) >= self.cfg.loss]
-            if len(back):
-                self.net.at(now + self.cfg.rtt, self._inbound, back, w.spi_i[back].copy(), w.spi_r[back].copy())
-        self.net.at(now + self.cfg.traffic_interval, self.traffic, g)
+        ``TRAFFIC_GROUPS`` phases, one quiet event per group); the peer answers if it has the
+        SA. ESP is bookkeeping here: the IKE messages are the real ones. The groups due
+        together are handled as one array (in chunks where no group repeats)."""
+        start = 0
+        seen: set[int] = set()
+        for i, (_, g) in enumerate(items):
+            if g in seen:
+                self._traffic(items[start:i])
+                start, seen = i, set()
+            seen.add(g)
+        self._traffic(items[start:])
 
-    def _inbound(self, ks: I64, si: U64, sr: U64) -> None:
+    def _traffic(self, items: list[tuple[float, int]]) -> None:
+        w = self.w
+        parts = [self._groups[g] for _, g in items]
+        lens = np.fromiter(map(len, parts), np.int64, len(parts))
+        ks = np.concatenate(parts)
+        tt = np.repeat(np.fromiter((t for t, _ in items), float, len(items)), lens)
+        item = np.repeat(np.arange(len(items)), lens)
+        st = w.state[ks]
+        live = (st == UP) | (st == CHECKING)
+        ks, tt, item = ks[live], tt[live], item[live]
+        self.tout[ks] = tt
+        self.dirty_out[ks] = True
+        back = self.peer.knows_many(ks)
+        ks, tt, item = ks[back], tt[back], item[back]
+        if self.cfg.loss > 0:  # one draw per answer, in group order (as one group at a time)
+            keep = self.net.rng.random(len(ks)) >= self.cfg.loss
+            ks, tt, item = ks[keep], tt[keep], item[keep]
+        cuts = np.searchsorted(item, np.arange(len(items) + 1))
+        for i, (t, g) in enumerate(items):
+            a, b = cuts[i], cuts[i + 1]
+            if b > a:
+                k = ks[a:b]
+                self.net.quiet(t + self.cfg.rtt, self._inbound, (k, self.w.spi_i[k], self.w.spi_r[k]))
+            self.net.quiet(t + self.cfg.traffic_interval, self.traffic, g)
+
+    def _inbound(self, items: list[tuple[float, tuple[I64, U64, U64]]]) -> None:
+        ks = np.concatenate([k for _, (k, _, _) in items])
+        if len(items) > 1 and len(np.unique(ks)) != len(ks):
+            for one in items:  # a tunnel twice: one at a time, later times last
+                self._inbound([one])
+            return
+        si = np.concatenate([i for _, (_, i, _) in items])
+        sr = np.concatenate([r for _, (_, _, r) in items])
+        tt = np.repeat(np.fromiter((t for t, _ in items), float, len(items)),
+                       np.fromiter((len(k) for _, (k, _, _) in items), np.int64, len(items)))
         same = (self.w.spi_i[ks] == si) & (self.w.spi_r[ks] == sr)
-        if same.any():
-            ks = ks[same]
-            self.tin[ks] = self.net.now()
-            self.dirty_in[ks] = True
+        ks = ks[same]
+        self.tin[ks] = tt[same]
+        self.dirty_in[ks] = True
 
     def scan(self) -> None:
         w = self.w

@@ -19,6 +19,8 @@ from ikeqcd.sim.report import PCAP_ADDR
 
 
 Handler = Callable[[list[bytes], list[tuple[str, int]]], None]
+Batch = Callable[[list[tuple[float, Any]]], None]
+"""A handler of quiet events: called with (time, item) pairs in event order."""
 
 
 class Net:
@@ -42,6 +44,13 @@ class Net:
     def at(self, t: float, fn: Callable[..., None], *args: Any) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (t, self._seq, fn, args))
+
+    def quiet(self, t: float, handler: Batch, item: Any) -> None:
+        """A quiet event: one that only writes state no other quiet handler reads and that
+        nothing observes before the next ordinary event (A's traffic bookkeeping). Quiet
+        events run in batches, all those that fall due before the next ordinary event in one
+        handler call, in the order (time, sequence number) they would have run one by one."""
+        self.at(t, handler, [(t, item)])
 
     def now(self) -> float:
         raise NotImplementedError
@@ -86,6 +95,23 @@ class VirtualNet(Net):
     def __init__(self, cfg: SimConfig, rng: np.random.Generator) -> None:
         super().__init__(cfg, rng)
         self._now = 0.0
+        self._quiet: list[tuple[float, int, Batch, Any]] = []
+
+    def quiet(self, t: float, handler: Batch, item: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._quiet, (t, self._seq, handler, item))
+
+    def _run_quiet(self, before: tuple[float, float]) -> None:
+        """Run every quiet event that sorts before ``before`` (time, sequence number); the
+        handlers may schedule more, which run too if they sort before it."""
+        quiet = self._quiet
+        while quiet and (quiet[0][0], quiet[0][1]) < before:
+            due: dict[Batch, list[tuple[float, Any]]] = {}
+            while quiet and (quiet[0][0], quiet[0][1]) < before:
+                t, _, handler, item = heapq.heappop(quiet)
+                due.setdefault(handler, []).append((t, item))
+            for handler, items in due.items():
+                handler(items)
 
     def now(self) -> float:
         return self._now
@@ -102,11 +128,14 @@ class VirtualNet(Net):
     def run(self, until: float, progress: Callable[[float], None] | None = None) -> None:
         heap = self._heap
         while heap and heap[0][0] <= until:
+            if self._quiet:
+                self._run_quiet((heap[0][0], heap[0][1]))
             t, _, fn, args = heapq.heappop(heap)
             self._now = t
             fn(*args)
             if progress is not None:
                 progress(t)
+        self._run_quiet((until, math.inf))
         self._now = until
 
 

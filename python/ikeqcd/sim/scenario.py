@@ -131,7 +131,7 @@ def _run_mode(
         net.at(start / chunk * 0.01, a.establish, ks)
 
     for g in range(a.TRAFFIC_GROUPS):
-        net.at(1.0 + g * cfg.traffic_interval / a.TRAFFIC_GROUPS, a.traffic, g)
+        net.quiet(1.0 + g * cfg.traffic_interval / a.TRAFFIC_GROUPS, a.traffic, g)
     net.at(0.5, a.scan)
     if cfg.attack is None:
         def crash() -> None:
