@@ -177,6 +177,7 @@ def _run_mode(
         back = world.back_t[affected] - cfg.attack_at
     det = dt[~np.isnan(dt)]
     all_back = float(np.max(back)) if len(back) and not np.isnan(back).any() else math.nan
+    wall = time.perf_counter() - t_wall
     responder_counts = {r.name: c for r, c in b.responder.counters.items() if c}
     if standby is not None:
         for r, c in standby.responder.counters.items():
@@ -201,8 +202,9 @@ def _run_mode(
         restarts_cancelled=a.cancelled,
         verdicts=a.detector.counters,
         responder=responder_counts,
-        wall_s=time.perf_counter() - t_wall,
+        wall_s=wall,
         detection_times=det.tolist(),
+        datagrams_per_s=net.count / wall if wall > 0 else 0.0,
     )
 
 
