@@ -199,19 +199,19 @@ class GatewayA:
             a, b = cuts[i], cuts[i + 1]
             if b > a:
                 k = ks[a:b]
-                self.net.quiet(t + self.cfg.rtt, self._inbound, (k, self.w.spi_i[k], self.w.spi_r[k]))
+                self.net.quiet(t + self.cfg.rtt, self._inbound, (g, k, self.w.spi_i[k], self.w.spi_r[k]))
             self.net.quiet(t + self.cfg.traffic_interval, self.traffic, g)
 
-    def _inbound(self, items: list[tuple[float, tuple[I64, U64, U64]]]) -> None:
-        ks = np.concatenate([k for _, (k, _, _) in items])
-        if len(items) > 1 and len(np.unique(ks)) != len(ks):
-            for one in items:  # a tunnel twice: one at a time, later times last
+    def _inbound(self, items: list[tuple[float, tuple[int, I64, U64, U64]]]) -> None:
+        if len({g for _, (g, _, _, _) in items}) != len(items):
+            for one in items:  # a group twice: one at a time, later times last
                 self._inbound([one])
             return
-        si = np.concatenate([i for _, (_, i, _) in items])
-        sr = np.concatenate([r for _, (_, _, r) in items])
+        ks = np.concatenate([k for _, (_, k, _, _) in items])
+        si = np.concatenate([i for _, (_, _, i, _) in items])
+        sr = np.concatenate([r for _, (_, _, _, r) in items])
         tt = np.repeat(np.fromiter((t for t, _ in items), float, len(items)),
-                       np.fromiter((len(k) for _, (k, _, _) in items), np.int64, len(items)))
+                       np.fromiter((len(k) for _, (_, k, _, _) in items), np.int64, len(items)))
         same = (self.w.spi_i[ks] == si) & (self.w.spi_r[ks] == sr)
         ks = ks[same]
         self.tin[ks] = tt[same]
