@@ -110,7 +110,8 @@ pub fn open_rows(
             ok.len()
         )));
     }
-    let mut pairs: Vec<(&mut [u8], &mut bool)> = rows.chunks_exact_mut(row_len).zip(ok.iter_mut()).collect();
+    let mut pairs: Vec<(&mut [u8], &mut bool)> =
+        rows.chunks_exact_mut(row_len).zip(ok.iter_mut()).collect();
     par::for_each_chunk(&mut pairs, 1, threads, |first, chunk| {
         for (i, (row, flag)) in chunk.iter_mut().enumerate() {
             let k = (first + i) * KEY_LEN;
@@ -138,11 +139,18 @@ mod tests {
         let mut key = vec![0u8; KEY_LEN];
         key[16..].copy_from_slice(&[0, 0, 0, 0]);
         let mut row = vec![0u8; IV_LEN + 16 + ICV_LEN];
-        seal_rows(&key, &mut row, row.len(), 0, 1).unwrap();
-        assert_eq!(&row[IV_LEN..IV_LEN + 16], unhex("0388dace60b6a392f328c2b971b2fe78").as_slice());
-        assert_eq!(&row[IV_LEN + 16..], unhex("ab6e47d42cec13bdf53a67b21257bddf").as_slice());
+        let row_len = row.len();
+        seal_rows(&key, &mut row, row_len, 0, 1).unwrap();
+        assert_eq!(
+            &row[IV_LEN..IV_LEN + 16],
+            unhex("0388dace60b6a392f328c2b971b2fe78").as_slice()
+        );
+        assert_eq!(
+            &row[IV_LEN + 16..],
+            unhex("ab6e47d42cec13bdf53a67b21257bddf").as_slice()
+        );
         let mut ok = [false];
-        open_rows(&key, &mut row, IV_LEN + 32 + 0, 0, &mut ok, 1).unwrap();
+        open_rows(&key, &mut row, row_len, 0, &mut ok, 1).unwrap();
         assert!(ok[0]);
         assert_eq!(&row[IV_LEN..IV_LEN + 16], &[0u8; 16]);
     }
@@ -164,7 +172,10 @@ mod tests {
         assert!(!ok[3] && !ok[5]);
         for i in [0usize, 1, 4, n - 1] {
             let r = i * row_len;
-            assert_eq!(&rows[r + 40..r + row_len - ICV_LEN], &plain[r + 40..r + row_len - ICV_LEN]);
+            assert_eq!(
+                &rows[r + 40..r + row_len - ICV_LEN],
+                &plain[r + 40..r + row_len - ICV_LEN]
+            );
         }
     }
 

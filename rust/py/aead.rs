@@ -1,7 +1,9 @@
 //! Bindings for `aead.rs`: batch AES-128-GCM over rows of a 2-D uint8 array (the simulator's
 //! protected messages).
 
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods,
+};
 use pyo3::prelude::*;
 use zeroize::Zeroizing;
 
@@ -17,7 +19,9 @@ fn matrix(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<(Vec<u8>, usize, usize
     let shape = arr.shape();
     let (n, cols) = (shape[0], shape[1]);
     let slice = arr.as_slice().map_err(|_| {
-        InvalidArray::new_err(format!("{name} is not C-contiguous; pass np.ascontiguousarray({name})"))
+        InvalidArray::new_err(format!(
+            "{name} is not C-contiguous; pass np.ascontiguousarray({name})"
+        ))
     })?;
     Ok((slice.to_vec(), n, cols))
 }
@@ -47,7 +51,9 @@ pub fn aead_seal_py<'py>(
     let threads = convert::threads(&threads)?;
     let (mut buf, n, cols) = matrix(rows, "rows")?;
     let keys = keys_for(keys, n)?;
-    run_detached(py, n, || aead::seal_rows(&keys, &mut buf, cols, aad_len, threads))?;
+    run_detached(py, n, || {
+        aead::seal_rows(&keys, &mut buf, cols, aad_len, threads)
+    })?;
     buf.into_pyarray(py).reshape([n, cols])
 }
 
@@ -65,6 +71,11 @@ pub fn aead_open_py<'py>(
     let (mut buf, n, cols) = matrix(rows, "rows")?;
     let keys = keys_for(keys, n)?;
     let mut ok = vec![false; n];
-    run_detached(py, n, || aead::open_rows(&keys, &mut buf, cols, aad_len, &mut ok, threads))?;
-    Ok((buf.into_pyarray(py).reshape([n, cols])?, ok.into_pyarray(py)))
+    run_detached(py, n, || {
+        aead::open_rows(&keys, &mut buf, cols, aad_len, &mut ok, threads)
+    })?;
+    Ok((
+        buf.into_pyarray(py).reshape([n, cols])?,
+        ok.into_pyarray(py),
+    ))
 }

@@ -45,7 +45,7 @@ def as_list(rows: U8) -> list[bytes]:
     """One ``bytes`` per row (a C loop, for the network and the core's batch entry points)."""
     if not len(rows):
         return []
-    return rows.view(f"V{rows.shape[1]}").ravel().tolist()  # type: ignore[no-any-return]
+    return rows.view(f"V{rows.shape[1]}").ravel().tolist()
 
 
 def pick(items: Sequence[T], idx: npt.NDArray[np.intp]) -> list[T]:
