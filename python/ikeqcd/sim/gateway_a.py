@@ -91,6 +91,7 @@ class GatewayA:
         new = w.new_spi_i(ks)
         w.spi_i[ks] = new
         w.spi_r[ks] = 0
+        self.peer.refresh(ks)
         w.state[ks] = INIT_SENT
         self.dirty_in[ks] = False  # pending traffic times belonged to the old SA
         self.dirty_out[ks] = False
@@ -124,6 +125,7 @@ class GatewayA:
         ok = (w.state[ks] == INIT_SENT) & (w.spi_i[ks] == spi_i)
         ks, spi_i, spi_r = ks[ok], spi_i[ok], spi_r[ok]
         w.spi_r[ks] = spi_r
+        self.peer.refresh(ks)
         keys = codec.new_keys(len(ks))
         w.a_key[ks] = keys
         w.state[ks] = AUTH_SENT

@@ -64,6 +64,9 @@ class GatewayB:
         self.si = np.zeros(n, np.uint64)
         self.sr = np.zeros(n, np.uint64)
         self.authed = np.zeros(n, bool)
+        # knows_many's answer per tunnel, kept current by refresh() wherever B's or A's SPIs
+        # or B's IKE_AUTH state change (one gather per traffic batch instead of five)
+        self.ok = np.zeros(n, bool)
         live: Any = self.cluster_live if self.cluster_live is not None else self.table
         policy = self.maker_policy if self.qcd else self.maker_policy.with_(enabled=False)
         self.responder = TokenResponder(self.maker, live=live, policy=policy, clock=self.net.now)
@@ -73,6 +76,7 @@ class GatewayB:
         self.si[:] = 0
         self.sr[:] = 0
         self.authed[:] = False
+        self.ok[:] = False
         self.table.clear()
 
     def reboot(self) -> None:
@@ -86,10 +90,12 @@ class GatewayB:
         """Which of tunnels ``ks`` this gateway has, with the SPIs A uses now."""
         if not self.alive:
             return np.zeros(len(ks), bool)
-        same: npt.NDArray[np.bool_] = (
-            self.authed[ks] & (self.si[ks] == self.w.spi_i[ks]) & (self.sr[ks] == self.w.spi_r[ks])
-        )
+        same: npt.NDArray[np.bool_] = self.ok[ks]
         return same
+
+    def refresh(self, ks: npt.NDArray[np.int64]) -> None:
+        """Recompute :meth:`knows_many` for tunnels ``ks`` after their SPIs or state changed."""
+        self.ok[ks] = self.authed[ks] & (self.si[ks] == self.w.spi_i[ks]) & (self.sr[ks] == self.w.spi_r[ks])
 
     # -- receiving ----------------------------------------------------------------------
 
@@ -138,6 +144,7 @@ class GatewayB:
         spi_r = self.sr[k].copy()
         spi_r[new] = self.w.rng.integers(1, 2**63, int(new.sum())).astype(np.uint64)
         self.si[k[new]], self.sr[k[new]], self.authed[k[new]] = spi_i[new], spi_r[new], False
+        self.ok[k[new]] = False
         out[idx] = codec.as_list(codec.plain_init(spi_i, spi_r, response=True))
 
     def _sealed_requests(self, datagrams: list[bytes], idx: npt.NDArray[np.intp], length: int,
@@ -156,6 +163,7 @@ class GatewayB:
             toks[~has] = np.frombuffer(os.urandom(32 * int((~has).sum())), np.uint8).reshape(-1, 32)
             self.table.insert_many(si[a], sr[a], toks, now=self.net.now())
             self.authed[k[a]] = True
+            self.refresh(k[a])
             if self.qcd:
                 mine = self.maker.tokens(si[a], sr[a], threads=1)
                 rows = codec.seal(keys[a], si[a], sr[a], exchange=wire.EXCHANGE_IKE_AUTH,
@@ -197,6 +205,7 @@ class GatewayB:
                 else:
                     spi_r = int(self.w.rng.integers(1, 2**63))
                     self.si[k], self.sr[k], self.authed[k] = h.spi_i, spi_r, False
+                    self.ok[k] = False
                 out.append(
                     _protect.plain_message(
                         h.spi_i, spi_r, exchange=wire.EXCHANGE_IKE_SA_INIT, message_id=0,
@@ -222,6 +231,7 @@ class GatewayB:
                         token = nt.data
                 self.table.insert(h.spi_i, h.spi_r, token, now=self.net.now())
                 self.authed[k] = True
+                self.refresh(np.array([k], np.int64))
                 if self.qcd:
                     reply_inner = wire.build_qcd_notify(self.maker.token(h.spi_i, h.spi_r))
                     reply_next = wire.PAYLOAD_NOTIFY
