@@ -272,7 +272,7 @@ class GatewayA:
     def down(self, ks: I64, via: str) -> None:
         """Tear tunnels ``ks`` down (in this order) and re-create them."""
         w = self.w
-        if len(np.unique(ks)) != len(ks):
+        if not w.distinct(ks):
             _, first = np.unique(ks, return_index=True)
             ks = ks[np.sort(first)]
         ks = ks[w.state[ks] != DOWN]
@@ -384,7 +384,7 @@ class GatewayA:
         ks = (h.spi_i & np.uint64(IDX_MASK)).astype(np.int64)
         # one message per tunnel in a batch (B's answers to one of A's sends): tunnels are
         # then independent and the batch path is exact; anything else goes one at a time
-        if not (h.fast & (ks < w.n)).all() or len(np.unique(ks)) != n:
+        if not (h.fast & (ks < w.n)).all() or not w.distinct(ks):
             self._receive_one_by_one(datagrams, sources)
             return
         response = (h.flags & wire.FLAG_R) != 0

@@ -108,7 +108,7 @@ class GatewayB:
         inside = h.fast & (ks < self.w.n)
         # one request per tunnel in a batch (each of A's sends is): then tunnels are independent
         # and the batch path is exact; anything else is handled one datagram at a time
-        if not inside.all() or len(np.unique(ks)) != n:
+        if not inside.all() or not self.w.distinct(ks):
             self._receive_one_by_one(datagrams, sources)
             return
         out: npt.NDArray[np.object_] = np.full(n, None, object)

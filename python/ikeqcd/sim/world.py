@@ -30,6 +30,15 @@ class World:
         self.was_up_at_crash = np.zeros(n, bool)
         self.wrong = 0
         self.rebuilds = np.zeros(n, np.int32)
+        self._mark = np.zeros(n, np.int64)  # scratch for distinct()
+
+    def distinct(self, ks: I64) -> bool:
+        """Whether no tunnel appears twice in ``ks`` (all < n): O(len), no sort."""
+        if len(ks) < 2:
+            return True
+        pos = np.arange(len(ks), dtype=np.int64)
+        self._mark[ks] = pos
+        return bool((self._mark[ks] == pos).all())
 
     def new_spi_i(self, ks: npt.NDArray[np.int64]) -> U64:
         hi = self.rng.integers(1, 2**32, len(ks), dtype=np.uint64)
