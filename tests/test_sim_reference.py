@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from ikeqcd.sim import SimConfig, simulate
 
 HERE = Path(__file__).resolve().parent / "sim_reference"

@@ -56,7 +56,7 @@ def _code(name: str) -> int:
 def judge(det: FailureDetector, datagrams: Sequence[bytes], sources: Sequence[tuple[str, int]],
           nat_t: bool | None) -> BatchVerdicts | None:
     """The batch path, or None when the batch must be judged one datagram at a time."""
-    from ikeqcd.taker import PeerRestarted, _Held, _UNKNOWN_PEER  # noqa: F401 (cycle)
+    from ikeqcd.taker import _UNKNOWN_PEER, PeerRestarted, _Held  # noqa: F401 (cycle)
 
     p = det.policy
     n = len(datagrams)
@@ -144,11 +144,7 @@ def judge(det: FailureDetector, datagrams: Sequence[bytes], sources: Sequence[tu
                 kind[match] = _code("DEFERRED")
             else:
                 det.table.remove_many(si[match], sr[match])
-                for pair in mpairs:  # what _restart forgets (dampening is off here)
-                    det._pending.pop(pair, None)
-                    det._forget_children(pair)
-                    det._born.pop(pair, None)
-                    det._peer.pop(pair, None)
+                det._forget_many(mpairs, now)  # what _restart forgets
                 kind[match] = _code("PEER_RESTARTED")
                 restarted[match] = True
     _count(det, kind)

@@ -31,15 +31,16 @@ import math
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 
 import numpy as np
 import numpy.typing as npt
 
 from ikeqcd import _taker_batch
-from ikeqcd._core import RateLimiter, SaTable
-from ikeqcd._taker_batch import BatchVerdicts
 from ikeqcd._clock import check_time, read_clock
+from ikeqcd._core import RateLimiter, SaTable
 from ikeqcd._keys import source_key
+from ikeqcd._taker_batch import BatchVerdicts
 from ikeqcd.errors import InvalidArgument, InvalidSpi, MalformedMessage
 from ikeqcd.policy import TakerPolicy
 from ikeqcd.table import TokenCheck
@@ -283,13 +284,30 @@ class FailureDetector:
         if not len(spi_i):
             return
         self.table.remove_many(spi_i, spi_r)
-        if self._pending or self._held or self._born or self._peer or self._children_of:
-            for pair in zip(spi_i.tolist(), spi_r.tolist()):
-                self._pending.pop(pair, None)
-                self._held.pop(pair, None)
-                self._born.pop(pair, None)
-                self._peer.pop(pair, None)
-                self._forget_children(pair)
+        pairs = list(zip(spi_i.tolist(), spi_r.tolist()))
+        for d in (self._pending, self._held, self._born, self._peer):
+            if d:
+                list(map(d.pop, pairs, repeat(None)))  # C-level pops
+        if self._children_of:
+            list(map(self._forget_children, pairs))
+
+    def _forget_many(self, pairs: list[Pair], now: float) -> None:
+        """:meth:`_forget` for each pair in order (restarts decided together)."""
+        if self._peer_of is not None or self._children_of:
+            for pair in pairs:
+                self._forget(pair, now)
+            return
+        for d in (self._pending, self._born):
+            if d:
+                list(map(d.pop, pairs, repeat(None)))
+        peers = list(map(self._peer.pop, pairs, repeat(_UNKNOWN_PEER))) if self._peer else [_UNKNOWN_PEER]
+        if self.policy.dampening > 0 and pairs:
+            if len(set(peers)) > 1:
+                for peer in peers:
+                    self._dampen(peer, now)
+            else:  # one peer: the first restart opens (or keeps) the window, the rest extend it
+                self._dampen(peers[0], now)
+                self._seq += len(pairs) - 1
 
     def _forget_children(self, pair: Pair) -> None:
         for child in self._children_of.pop(pair, ()):
@@ -496,10 +514,13 @@ class FailureDetector:
         peer = self._peer_key(pair)
         self._peer.pop(pair, None)
         if self.policy.dampening > 0:
-            old = self._dampened.get(peer)
-            self._seq += 1
-            since = old[0] if old is not None and old[1] > now else self._seq
-            self._dampened[peer] = (since, now + self.policy.dampening)
+            self._dampen(peer, now)
+
+    def _dampen(self, peer: Hashable, now: float) -> None:
+        old = self._dampened.get(peer)
+        self._seq += 1
+        since = old[0] if old is not None and old[1] > now else self._seq
+        self._dampened[peer] = (since, now + self.policy.dampening)
 
     def poll(self) -> list[Event]:
         """Decisions that became due (held restarts whose delay expired) and cancellations of
@@ -532,10 +553,8 @@ class FailureDetector:
                 keep = np.flatnonzero(live)
                 si, sr = both[keep, 0].copy(), both[keep, 1].copy()
                 self.table.remove_many(si, sr)
-                for i in keep.tolist():
-                    pair, h = due[i]
-                    self._forget(pair, now)
-                    fired.append(_Due(h.source, h.via, now))
+                self._forget_many([due[i][0] for i in keep.tolist()], now)
+                fired = [_Due(due[i][1].source, due[i][1].via, now) for i in keep.tolist()]
         self._expire_dampening(now)
         events, self._events = self._events, []
         return events, si, sr, fired

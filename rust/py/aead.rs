@@ -40,7 +40,10 @@ fn keys_for(obj: &Bound<'_, PyAny>, n: usize) -> PyResult<Zeroizing<Vec<u8>>> {
 /// Seal each row of `rows` (AAD, IV, plaintext, room for the ICV) under the key in the same
 /// row of `keys`; returns the sealed rows.
 #[pyfunction(name = "_aead_seal")]
-#[pyo3(signature = (keys, rows, aad_len, /, *, threads = convert::Count::new(0)))]
+#[pyo3(
+    signature = (keys, rows, aad_len, /, *, threads = convert::Count::new(0)),
+    text_signature = "(keys, rows, aad_len, /, *, threads=0)"
+)]
 pub fn aead_seal_py<'py>(
     py: Python<'py>,
     keys: &Bound<'py, PyAny>,
@@ -59,7 +62,10 @@ pub fn aead_seal_py<'py>(
 
 /// Open each row under its key; returns (rows with the plaintext in place, authenticated).
 #[pyfunction(name = "_aead_open")]
-#[pyo3(signature = (keys, rows, aad_len, /, *, threads = convert::Count::new(0)))]
+#[pyo3(
+    signature = (keys, rows, aad_len, /, *, threads = convert::Count::new(0)),
+    text_signature = "(keys, rows, aad_len, /, *, threads=0)"
+)]
 pub fn aead_open_py<'py>(
     py: Python<'py>,
     keys: &Bound<'py, PyAny>,

@@ -19,9 +19,9 @@ from ikeqcd.sim import SimConfig, simulate
 HERE = Path(__file__).resolve().parent
 
 CASES: dict[str, dict[str, Any]] = {
-    "all_modes": dict(sas=2000, seed=1),
-    "loss": dict(sas=1000, seed=5, loss=0.05),
-    "standby_replay": dict(sas=1000, seed=2, attack="standby-replay"),
+    "all_modes": {"sas": 2000, "seed": 1},
+    "loss": {"sas": 1000, "seed": 5, "loss": 0.05},
+    "standby_replay": {"sas": 1000, "seed": 2, "attack": "standby-replay"},
 }
 
 VOLATILE = {"wall_s", "datagrams_per_s"}

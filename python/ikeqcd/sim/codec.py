@@ -13,9 +13,10 @@ notifies inside decrypted payloads are read by the real codec in one call
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Sequence, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt

@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from ikeqcd import _protect, wire
 from ikeqcd._core import SaTable, TokenMaker
+from ikeqcd._taker_batch import BatchVerdicts
 from ikeqcd.errors import MalformedMessage
 from ikeqcd.policy import TakerPolicy
 from ikeqcd.sim import codec
@@ -25,10 +26,24 @@ from ikeqcd.sim.config import Baseline, SimConfig
 from ikeqcd.sim.gateway_b import GatewayB, Source
 from ikeqcd.sim.net import Net
 from ikeqcd.sim.world import (
-    AUTH_SENT, CHECKING, DOWN, IDX_MASK, INIT_SENT, U64, UP, I64, World, k_of,
+    AUTH_SENT,
+    CHECKING,
+    DOWN,
+    I64,
+    IDX_MASK,
+    INIT_SENT,
+    U64,
+    UP,
+    World,
+    k_of,
 )
-from ikeqcd._taker_batch import BatchVerdicts
-from ikeqcd.taker import CheckLiveness, FailureDetector, PeerRestarted, RestartCancelled, VerdictKind
+from ikeqcd.taker import (
+    CheckLiveness,
+    FailureDetector,
+    PeerRestarted,
+    RestartCancelled,
+    VerdictKind,
+)
 
 
 class GatewayA:
@@ -330,7 +345,7 @@ class GatewayA:
                 tab.touch_many(w.spi_i[sel], w.spi_r[sel], float(t[part[0]]), inbound=inbound)
 
     def _poll(self) -> None:
-        events, si, sr = self.detector.poll_many()
+        events, si, _sr = self.detector.poll_many()
         self.handle_events(events)
         if len(si):  # held restarts that became due, in order
             ks = (si & np.uint64(IDX_MASK)).astype(np.int64)
@@ -379,7 +394,6 @@ class GatewayA:
 
     def receive(self, datagrams: list[bytes], sources: list[Source]) -> None:
         w = self.w
-        n = len(datagrams)
         h = codec.headers(datagrams)
         ks = (h.spi_i & np.uint64(IDX_MASK)).astype(np.int64)
         # one message per tunnel in a batch (B's answers to one of A's sends): tunnels are

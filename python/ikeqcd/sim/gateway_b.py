@@ -21,7 +21,7 @@ from ikeqcd import _protect, wire
 from ikeqcd._core import SaTable
 from ikeqcd.errors import MalformedMessage
 from ikeqcd.maker import TokenResponder
-from ikeqcd.policy import MakerPolicy, TakerPolicy
+from ikeqcd.policy import MakerPolicy
 from ikeqcd.secret import SecretStore
 from ikeqcd.sim import codec
 from ikeqcd.sim.net import Net

@@ -8,15 +8,14 @@ import math
 import selectors
 import socket
 import time
-from itertools import compress
 from collections.abc import Callable
+from itertools import compress
 from typing import Any
 
 import numpy as np
 
 from ikeqcd.sim.config import SimConfig
 from ikeqcd.sim.report import PCAP_ADDR
-
 
 Handler = Callable[[list[bytes], list[tuple[str, int]]], None]
 Batch = Callable[[list[tuple[float, Any]]], None]
