@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 import pytest
-
 from ikeqcd import FailureDetector, SaTable, TakerPolicy, wire
 from ikeqcd._taker_batch import KINDS
 from ikeqcd.taker import PeerRestarted
