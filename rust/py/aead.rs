@@ -12,6 +12,9 @@ use super::detach::run_detached;
 use super::errors::InvalidArray;
 use crate::aead;
 
+/// Opened rows and whether each authenticated.
+type Opened<'py> = (Bound<'py, PyArray2<u8>>, Bound<'py, PyArray1<bool>>);
+
 fn matrix(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<(Vec<u8>, usize, usize)> {
     let arr: PyReadonlyArray2<'_, u8> = obj.extract().map_err(|_| {
         InvalidArray::new_err(format!("{name} must be a 2-D numpy array of dtype uint8"))
@@ -72,7 +75,7 @@ pub fn aead_open_py<'py>(
     rows: &Bound<'py, PyAny>,
     aad_len: usize,
     threads: convert::Count,
-) -> PyResult<(Bound<'py, PyArray2<u8>>, Bound<'py, PyArray1<bool>>)> {
+) -> PyResult<Opened<'py>> {
     let threads = convert::threads(&threads)?;
     let (mut buf, n, cols) = matrix(rows, "rows")?;
     let keys = keys_for(keys, n)?;
