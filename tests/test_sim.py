@@ -105,3 +105,18 @@ def test_udp_transport_on_loopback() -> None:
 def test_bad_config(bad: dict[str, object]) -> None:
     with pytest.raises(InvalidArgument):
         simulate(SimConfig(**bad))  # type: ignore[arg-type]
+
+
+def test_back_times_and_own_speed(tmp_path: Path) -> None:
+    rep = simulate(SimConfig(sas=200, policies=("rfc6290",), baselines=("libreswan",)))
+    for r in rep.results:
+        assert len(r.back_times) == 200 and max(r.back_times) == pytest.approx(r.all_back)
+        assert r.datagrams_per_s > 0
+    js = rep.to_json()
+    assert js["datagrams_per_s"] > 0 and "back_times" not in js["results"][0]
+    assert "per second of wall time" in rep.table()
+    pytest.importorskip("matplotlib")
+    from ikeqcd.sim import plot_cdf
+
+    plot_cdf(rep, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 10_000

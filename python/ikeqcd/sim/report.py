@@ -53,6 +53,8 @@ class ModeResult:
     datagrams_per_s: float = 0.0
     """Simulated datagrams (every one built, sealed or answered through the library) per
     second of wall time of this mode, on one core."""
+    back_times: list[float] = field(repr=False, default_factory=list)
+    """Per affected tunnel, when it was back up (s from the crash or attack; NaN: never)."""
 
 
 @dataclass
@@ -74,7 +76,8 @@ class SimReport:
         out = {"config": self.config, "peak_rss_mb": self.peak_rss_mb, "wall_s": self.wall_s,
                "datagrams_per_s": self.datagrams_per_s}
         out["results"] = [
-            {k: v for k, v in asdict(r).items() if k != "detection_times"} for r in self.results
+            {k: v for k, v in asdict(r).items() if k not in ("detection_times", "back_times")}
+            for r in self.results
         ]
         return out
 
@@ -121,7 +124,9 @@ def write_capture(path: str | os.PathLike[str], capture: list[tuple[float, str, 
 
 
 def plot_cdf(report: SimReport, path: str | os.PathLike[str]) -> None:
-    """Write a PNG with the CDF of detection time per mode (needs matplotlib)."""
+    """Write a PNG with two panels per run: the CDF of detection time per mode, and the
+    tunnels up over time per mode (the operator's view: all down at the crash, back one by
+    one as A re-creates them). Needs matplotlib."""
     try:
         import matplotlib
 
@@ -129,17 +134,24 @@ def plot_cdf(report: SimReport, path: str | os.PathLike[str]) -> None:
         import matplotlib.pyplot as plt
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise InvalidArgument("--plot needs matplotlib: pip install 'ikeqcd[plot]'") from e
-    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=120)
-    for r in report.results:
-        x = np.sort(np.asarray(r.detection_times))
-        if not len(x):
-            continue
-        y = np.arange(1, len(x) + 1) / r.sas
-        ax.step(x, y, where="post", label=f"{r.mode} (p50 {np.median(x):.1f} s)")
-    cfg = report.config
-    ax.set_xscale("log")
     from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
 
+    fig, (ax, up) = plt.subplots(1, 2, figsize=(13, 4.8), dpi=120)
+    horizon = 1.0
+    for r in report.results:
+        x = np.sort(np.asarray(r.detection_times))
+        if len(x):
+            y = np.arange(1, len(x) + 1) / r.sas
+            ax.step(x, y, where="post", label=f"{r.mode} (p50 {np.median(x):.1f} s)")
+        back = np.sort(np.asarray(r.back_times, dtype=float))
+        back = back[~np.isnan(back)]
+        if len(back):
+            horizon = max(horizon, float(back[-1]))
+            t = np.concatenate(([-0.05 * horizon, 0.0], back))
+            n = np.concatenate(([r.sas, r.sas - len(r.back_times)], r.sas - len(r.back_times) + np.arange(1, len(back) + 1)))
+            up.step(t, n, where="post", label=r.mode)
+    cfg = report.config
+    ax.set_xscale("log")
     ticks = [t for t in (1, 2, 5, 10, 20, 30, 50, 70, 100, 150, 200, 300, 500, 1000)]
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_major_formatter(ScalarFormatter())
@@ -151,9 +163,16 @@ def plot_cdf(report: SimReport, path: str | os.PathLike[str]) -> None:
     ax.set_title(
         f"IKEv2 failure detection after a gateway reboot: QCD vs liveness timers\n"
         f"B down {cfg['reboot_time']:g} s, RTT {cfg['rtt'] * 1000:g} ms, loss {cfg['loss'] * 100:g} %, "
-        f"liveness after {cfg['idle']:g} s idle"
+        f"liveness after {cfg['idle']:g} s idle", fontsize=9,
     )
     ax.legend(loc="lower right", fontsize=8)
+    up.set_xlabel("time from the crash (s)")
+    up.set_ylabel("tunnels up (B has the SA A uses)")
+    up.set_xlim(-0.05 * horizon, horizon * 1.05)
+    up.set_ylim(0, cfg["sas"] * 1.05)
+    up.grid(True, alpha=0.3)
+    up.set_title("tunnels up over time, per mode", fontsize=9)
+    up.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

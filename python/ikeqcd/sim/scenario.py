@@ -205,6 +205,7 @@ def _run_mode(
         responder=responder_counts,
         wall_s=wall,
         detection_times=det.tolist(),
+        back_times=back.tolist(),
         datagrams_per_s=net.count / wall if wall > 0 else 0.0,
     )
 
