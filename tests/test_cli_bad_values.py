@@ -50,6 +50,7 @@ ZERO_OK: dict[tuple[str, str], bool] = {
     ("simulate", "--reboot-time"): False,
     ("simulate", "--rtt"): False,
     ("simulate", "--loss"): False,
+    ("simulate", "--qcd-fraction"): True,
     ("simulate", "--custom-retransmits"): False,
     ("simulate", "--seed"): False,
     ("serve", "--duration"): False,

@@ -120,3 +120,17 @@ def test_back_times_and_own_speed(tmp_path: Path) -> None:
 
     plot_cdf(rep, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
+def test_mixed_population_qcd_fraction() -> None:
+    cfg = SimConfig(sas=400, policies=("rfc6290",), baselines=(), qcd_fraction=0.5, seed=4)
+    r = simulate(cfg).results[0]
+    assert r.detected == 400 and r.wrongly_torn_down == 0
+    # about half detect by token, the rest only when the retransmissions give up
+    restarted = r.verdicts["PEER_RESTARTED"]
+    assert 150 < restarted < 250
+    times = sorted(r.detection_times)
+    assert times[restarted - 1] < 30.0 and times[restarted] > 150.0
+    assert r.responder["plain:DISABLED"] == r.verdicts["NO_TOKEN"] > 0  # bare INVALID_IKE_SPI
+    full = simulate(SimConfig(sas=400, policies=("rfc6290",), baselines=(), seed=4)).results[0]
+    assert full.verdicts["PEER_RESTARTED"] == 400

@@ -153,6 +153,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         reboot_time=args.reboot_time,
         rtt=args.rtt,
         loss=args.loss,
+        qcd_fraction=args.qcd_fraction,
         idle=args.idle,
         baseline=schedule,
         custom_baseline=custom,
@@ -188,6 +189,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             f"{cfg.rtt * 1000:g} ms, loss {cfg.loss * 100:g} %, A checks liveness after "
             f"{cfg.idle:g}s without inbound traffic. Times are from the crash."
         )
+    if cfg.qcd_fraction < 1.0:
+        print(f"In the QCD modes {cfg.qcd_fraction * 100:g} % of the peers speak QCD; the others "
+              "answer a reboot with a bare INVALID_IKE_SPI.")
     print()
     print(report.table())
     print()
@@ -238,6 +242,9 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                    help="round-trip time, s, 0..60 (default 0.05)")
     p.add_argument("--loss", type=opt.fraction(one=False), default=0.0, metavar="P",
                    help="datagram loss probability, 0 <= P < 1 (default 0: no loss)")
+    p.add_argument("--qcd-fraction", type=opt.fraction(), default=1.0, metavar="F",
+                   help=("share of the peers that speak QCD in the QCD modes, 0 <= F <= 1 (default 1: "
+                         "all; the others answer a reboot with a bare INVALID_IKE_SPI; 0: none does)"))
     p.add_argument("--idle", type=opt.seconds(zero=False, hi=day), default=10.0, metavar="S",
                    help="liveness check after this long without inbound traffic, s, > 0 "
                    "(default 10)")

@@ -66,6 +66,10 @@ class SimConfig:
     reboot_time: float = 20.0
     rtt: float = 0.05
     loss: float = 0.0
+    qcd_fraction: float = 1.0
+    """In the QCD modes, the share of B's tunnels whose peer is QCD-capable (the rest
+    behave as RFC 7296 peers: no token in IKE_AUTH, a bare INVALID_IKE_SPI after the reboot);
+    which ones is drawn from the seed, apart from the scenario's own random choices."""
     idle: float = 10.0
     traffic_interval: float = 1.0
     scan_interval: float = 0.1
@@ -92,6 +96,8 @@ class SimConfig:
             raise InvalidArgument("traffic_interval and scan_interval must be > 0")
         if not 0.0 <= self.loss < 1.0:
             raise InvalidArgument(f"loss must be in [0, 1), got {self.loss!r}")
+        if not 0.0 <= self.qcd_fraction <= 1.0:
+            raise InvalidArgument(f"qcd_fraction must be in [0, 1], got {self.qcd_fraction!r}")
         for p in self.policies:
             if p not in ("hardened", "rfc6290"):
                 raise InvalidArgument(f"unknown policy {p!r}: use hardened or rfc6290")

@@ -41,6 +41,7 @@ class GatewayB:
         qcd: bool,
         maker_policy: MakerPolicy,
         cluster_live: Callable[[int, int], bool] | None = None,
+        capable: npt.NDArray[np.bool_] | None = None,
     ) -> None:
         self.name = name
         self.net = net
@@ -49,6 +50,8 @@ class GatewayB:
         self.qcd = qcd
         self.maker_policy = maker_policy
         self.cluster_live = cluster_live
+        # per tunnel: does B's side of it speak QCD (None: all of them, when qcd is on)
+        self.capable = capable
         self.alive = True
         self.peer = "A"
         self._boot()
@@ -70,6 +73,9 @@ class GatewayB:
         live: Any = self.cluster_live if self.cluster_live is not None else self.table
         policy = self.maker_policy if self.qcd else self.maker_policy.with_(enabled=False)
         self.responder = TokenResponder(self.maker, live=live, policy=policy, clock=self.net.now)
+        # the tunnels whose peer does not speak QCD answer as plain RFC 7296
+        self.plain = TokenResponder(self.maker, live=live, policy=self.maker_policy.with_(enabled=False),
+                                    clock=self.net.now)
 
     def crash(self) -> None:
         self.alive = False
@@ -129,11 +135,23 @@ class GatewayB:
         if len(unknown):
             # QCD on: the token reply; off: plain RFC 7296 (a bare INVALID_IKE_SPI), both
             # decided by the responder's MakerPolicy gate
-            got, _ = self.responder.respond_many(
-                codec.pick(datagrams, unknown), codec.pick(sources, unknown)
-            )
-            replies.extend(r for r in got if r is not None)
+            replies.extend(r for r in self._respond(datagrams, sources, unknown, ks[unknown]) if r is not None)
         self.net.send(self.name, self.peer, replies)
+
+    def _respond(self, datagrams: list[bytes], sources: list[Source], idx: npt.NDArray[np.intp],
+                 ks: npt.NDArray[np.int64]) -> list[bytes | None]:
+        """Replies to requests for SAs B does not have, in order: from the QCD responder, or
+        from the plain one for tunnels whose peer does not speak QCD."""
+        if self.capable is None or not self.qcd:
+            got, _ = self.responder.respond_many(codec.pick(datagrams, idx), codec.pick(sources, idx))
+            return got
+        out: npt.NDArray[np.object_] = np.full(len(idx), None, object)
+        cap = self.capable[ks]
+        for responder, sel in ((self.responder, np.flatnonzero(cap)), (self.plain, np.flatnonzero(~cap))):
+            if len(sel):
+                got, _ = responder.respond_many(codec.pick(datagrams, idx[sel]), codec.pick(sources, idx[sel]))
+                out[sel] = got
+        return list(out.tolist())
 
     def _init_requests(self, idx: npt.NDArray[np.intp], h: codec.Headers, ks: npt.NDArray[np.int64],
                        out: npt.NDArray[np.object_]) -> None:
@@ -164,15 +182,20 @@ class GatewayB:
             self.table.insert_many(si[a], sr[a], toks, now=self.net.now())
             self.authed[k[a]] = True
             self.refresh(k[a])
-            if self.qcd:
-                mine = self.maker.tokens(si[a], sr[a], threads=1)
-                rows = codec.seal(keys[a], si[a], sr[a], exchange=wire.EXCHANGE_IKE_AUTH,
-                                  message_id=mid[a], initiator=False, response=True,
+            tok = np.full(len(a), self.qcd)
+            if self.qcd and self.capable is not None:
+                tok &= self.capable[k[a]]
+            t, p = a[tok], a[~tok]
+            if len(t):
+                mine = self.maker.tokens(si[t], sr[t], threads=1)
+                rows = codec.seal(keys[t], si[t], sr[t], exchange=wire.EXCHANGE_IKE_AUTH,
+                                  message_id=mid[t], initiator=False, response=True,
                                   inner_next=wire.PAYLOAD_NOTIFY, inner=codec.qcd_notifies(mine))
-            else:
-                rows = codec.seal(keys[a], si[a], sr[a], exchange=wire.EXCHANGE_IKE_AUTH,
-                                  message_id=mid[a], initiator=False, response=True)
-            out[idx[a]] = codec.as_list(rows)
+                out[idx[t]] = codec.as_list(rows)
+            if len(p):
+                rows = codec.seal(keys[p], si[p], sr[p], exchange=wire.EXCHANGE_IKE_AUTH,
+                                  message_id=mid[p], initiator=False, response=True)
+                out[idx[p]] = codec.as_list(rows)
         for x in np.unique(ex[~auth]).tolist():
             o = np.flatnonzero(~auth & (ex == x))
             rows = codec.seal(keys[o], si[o], sr[o], exchange=x, message_id=mid[o],
@@ -232,7 +255,7 @@ class GatewayB:
                 self.table.insert(h.spi_i, h.spi_r, token, now=self.net.now())
                 self.authed[k] = True
                 self.refresh(np.array([k], np.int64))
-                if self.qcd:
+                if self.qcd and (self.capable is None or bool(self.capable[k])):
                     reply_inner = wire.build_qcd_notify(self.maker.token(h.spi_i, h.spi_r))
                     reply_next = wire.PAYLOAD_NOTIFY
             out.append(
@@ -242,6 +265,14 @@ class GatewayB:
                 )
             )
         if unknown:
-            replies, _ = self.responder.respond_many(unknown, unknown_src)
+            if self.capable is None or not self.qcd:
+                replies, _ = self.responder.respond_many(unknown, unknown_src)
+            else:  # rare here (odd batches): per datagram, by its tunnel's peer
+                replies = []
+                for d, src in zip(unknown, unknown_src):
+                    k = k_of(int.from_bytes(d[:8], "big")) if len(d) >= 8 else 0
+                    cap = k >= self.w.n or bool(self.capable[k])
+                    got, _ = (self.responder if cap else self.plain).respond_many([d], [src])
+                    replies.extend(got)
             out.extend(r for r in replies if r is not None)
         self.net.send(self.name, self.peer, out)

@@ -100,7 +100,10 @@ def _run_mode(
     sa = SecretStore(store_a)
     sa.load_or_create()
 
-    b = GatewayB("B", net, world, store_b, qcd=qcd, maker_policy=maker_policy)
+    capable = None
+    if qcd and cfg.qcd_fraction < 1.0:  # its own generator: the scenario's draws stay the same
+        capable = np.random.default_rng([cfg.seed, 6290]).random(cfg.sas) < cfg.qcd_fraction
+    b = GatewayB("B", net, world, store_b, qcd=qcd, maker_policy=maker_policy, capable=capable)
     a = GatewayA(
         net, world, cfg, qcd=qcd, policy=policy, schedule=schedule, token_maker=sa.maker(), peer=b
     )
@@ -180,6 +183,9 @@ def _run_mode(
     all_back = float(np.max(back)) if len(back) and not np.isnan(back).any() else math.nan
     wall = time.perf_counter() - t_wall
     responder_counts = {r.name: c for r, c in b.responder.counters.items() if c}
+    for r, c in b.plain.counters.items():
+        if c:
+            responder_counts[f"plain:{r.name}"] = c
     if standby is not None:
         for r, c in standby.responder.counters.items():
             if c:
