@@ -51,6 +51,8 @@ ZERO_OK: dict[tuple[str, str], bool] = {
     ("simulate", "--rtt"): False,
     ("simulate", "--loss"): False,
     ("simulate", "--qcd-fraction"): True,
+    ("simulate", "--loss-to-b"): False,
+    ("simulate", "--loss-to-a"): False,
     ("simulate", "--custom-retransmits"): False,
     ("simulate", "--seed"): False,
     ("serve", "--duration"): False,

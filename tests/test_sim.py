@@ -134,3 +134,16 @@ def test_mixed_population_qcd_fraction() -> None:
     assert r.responder["plain:DISABLED"] == r.verdicts["NO_TOKEN"] > 0  # bare INVALID_IKE_SPI
     full = simulate(SimConfig(sas=400, policies=("rfc6290",), baselines=(), seed=4)).results[0]
     assert full.verdicts["PEER_RESTARTED"] == 400
+
+
+def test_asymmetric_loss() -> None:
+    same = SimConfig(sas=200, policies=("rfc6290",), baselines=(), loss=0.05, seed=7)
+    split = SimConfig(sas=200, policies=("rfc6290",), baselines=(), loss=0.3, loss_to_a=0.05,
+                      loss_to_b=0.05, seed=7)
+    a, b = simulate(same).results[0], simulate(split).results[0]
+    assert a.detection_times == b.detection_times and a.datagrams == b.datagrams
+    lossy_back = simulate(SimConfig(sas=200, policies=("rfc6290",), baselines=(), loss_to_a=0.2,
+                                    seed=7)).results[0]
+    assert lossy_back.detected == 200 and not math.isnan(lossy_back.all_back)
+    with pytest.raises(InvalidArgument):
+        simulate(SimConfig(loss_to_b=1.0))

@@ -154,6 +154,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         rtt=args.rtt,
         loss=args.loss,
         qcd_fraction=args.qcd_fraction,
+        loss_to_b=args.loss_to_b,
+        loss_to_a=args.loss_to_a,
         idle=args.idle,
         baseline=schedule,
         custom_baseline=custom,
@@ -186,7 +188,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if args.attack is None:
         print(
             f"B crashes at t={cfg.crash_at:g}s and is back {cfg.reboot_time:g}s later; RTT "
-            f"{cfg.rtt * 1000:g} ms, loss {cfg.loss * 100:g} %, A checks liveness after "
+            f"{cfg.rtt * 1000:g} ms, loss {cfg.path_loss('A', 'B') * 100:g} % towards B and "
+            f"{cfg.path_loss('B', 'A') * 100:g} % towards A, A checks liveness after "
             f"{cfg.idle:g}s without inbound traffic. Times are from the crash."
         )
     if cfg.qcd_fraction < 1.0:
@@ -242,6 +245,11 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                    help="round-trip time, s, 0..60 (default 0.05)")
     p.add_argument("--loss", type=opt.fraction(one=False), default=0.0, metavar="P",
                    help="datagram loss probability, 0 <= P < 1 (default 0: no loss)")
+    p.add_argument("--loss-to-b", type=opt.fraction(one=False), default=None, metavar="P",
+                   help="loss on the path from A to B only, 0 <= P < 1 (default: --loss)")
+    p.add_argument("--loss-to-a", type=opt.fraction(one=False), default=None, metavar="P",
+                   help="loss on the path from B to A only (replies and traffic answers), 0 <= P < 1 "
+                        "(default: --loss)")
     p.add_argument("--qcd-fraction", type=opt.fraction(), default=1.0, metavar="F",
                    help=("share of the peers that speak QCD in the QCD modes, 0 <= F <= 1 (default 1: "
                          "all; the others answer a reboot with a bare INVALID_IKE_SPI; 0: none does)"))

@@ -66,6 +66,10 @@ class SimConfig:
     reboot_time: float = 20.0
     rtt: float = 0.05
     loss: float = 0.0
+    loss_to_b: float | None = None
+    """Loss on the path from A to B (None: ``loss``); with ``loss_to_a``, asymmetric paths."""
+    loss_to_a: float | None = None
+    """Loss on the path from B to A, A's traffic answers included (None: ``loss``)."""
     qcd_fraction: float = 1.0
     """In the QCD modes, the share of B's tunnels whose peer is QCD-capable (the rest
     behave as RFC 7296 peers: no token in IKE_AUTH, a bare INVALID_IKE_SPI after the reboot);
@@ -96,6 +100,10 @@ class SimConfig:
             raise InvalidArgument("traffic_interval and scan_interval must be > 0")
         if not 0.0 <= self.loss < 1.0:
             raise InvalidArgument(f"loss must be in [0, 1), got {self.loss!r}")
+        for name in ("loss_to_b", "loss_to_a"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and 0.0 <= v < 1.0):
+                raise InvalidArgument(f"{name} must be in [0, 1), got {v!r}")
         if not 0.0 <= self.qcd_fraction <= 1.0:
             raise InvalidArgument(f"qcd_fraction must be in [0, 1], got {self.qcd_fraction!r}")
         for p in self.policies:
@@ -112,6 +120,14 @@ class SimConfig:
             raise InvalidArgument(f"time_scale must be in (0, 10], got {self.time_scale!r}")
         if self.attack not in (None, "standby-replay"):
             raise InvalidArgument(f"unknown attack {self.attack!r}: use standby-replay")
+
+    def path_loss(self, src: str, dst: str) -> float:
+        """The loss probability of datagrams from ``src`` to ``dst``."""
+        if dst == "B" and self.loss_to_b is not None:
+            return float(self.loss_to_b)
+        if dst == "A" and src != "attacker" and self.loss_to_a is not None:
+            return float(self.loss_to_a)
+        return float(self.loss)
 
     def schedule(self, name: str) -> Baseline:
         if name == "custom" and self.custom_baseline is not None:

@@ -208,8 +208,9 @@ class GatewayA:
         self.dirty_out[ks] = True
         back = self.peer.knows_many(ks)
         ks, tt, item = ks[back], tt[back], item[back]
-        if self.cfg.loss > 0:  # one draw per answer, in group order (as one group at a time)
-            keep = self.net.rng.random(len(ks)) >= self.cfg.loss
+        loss = self.cfg.path_loss("B", "A")
+        if loss > 0:  # one draw per answer, in group order (as one group at a time)
+            keep = self.net.rng.random(len(ks)) >= loss
             ks, tt, item = ks[keep], tt[keep], item[keep]
         cuts = np.searchsorted(item, np.arange(len(items) + 1))
         for i, (t, g) in enumerate(items):

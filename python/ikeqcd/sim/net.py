@@ -72,8 +72,9 @@ class Net:
             for d in datagrams:
                 if self.capture_filter(d):
                     self.capture.append((now, src, dst, d))
-        if self.cfg.loss > 0:
-            keep = self.rng.random(n) >= self.cfg.loss
+        loss = self.cfg.path_loss(src, dst)
+        if loss > 0:
+            keep = self.rng.random(n) >= loss
             datagrams = list(compress(datagrams, keep.tolist()))
         if datagrams:
             self._deliver(src, dst, datagrams, self.cfg.rtt / 2 if delay is None else delay)
