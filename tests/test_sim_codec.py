@@ -4,7 +4,6 @@ back with the core's batch AES-GCM and the real notify parser."""
 from __future__ import annotations
 
 import numpy as np
-
 from ikeqcd import _protect, wire
 from ikeqcd.sim import codec
 
