@@ -137,10 +137,14 @@ def judge(det: FailureDetector, datagrams: Sequence[bytes], sources: Sequence[tu
             if p.accept_delay > 0:
                 due = now + p.accept_delay
                 det._held_min = min(det._held_min, due)
-                det._held.update(
-                    (pair, _Held(due, sources[i], "invalid_ike_spi"))
-                    for pair, i in zip(mpairs, match.tolist())
-                )
+                srcs_m = {sources[i] for i in match.tolist()} if srcs is not None else {sources[0]}
+                if len(srcs_m) == 1:  # one source: one shared (immutable) record
+                    det._held.update(dict.fromkeys(mpairs, _Held(due, srcs_m.pop(), "invalid_ike_spi")))
+                else:
+                    det._held.update(
+                        (pair, _Held(due, sources[i], "invalid_ike_spi"))
+                        for pair, i in zip(mpairs, match.tolist())
+                    )
                 kind[match] = _code("DEFERRED")
             else:
                 det.table.remove_many(si[match], sr[match])

@@ -151,8 +151,10 @@ class _Due:
     now: float
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class _Held:
+    """A held restart decision (immutable: the decisions of one batch share one)."""
+
     due: float
     source: tuple[str, int]
     via: str
