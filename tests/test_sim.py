@@ -147,3 +147,17 @@ def test_asymmetric_loss() -> None:
     assert lossy_back.detected == 200 and not math.isnan(lossy_back.all_back)
     with pytest.raises(InvalidArgument):
         simulate(SimConfig(loss_to_b=1.0))
+
+
+def test_rebuild_storm_under_a_capacity() -> None:
+    free = SimConfig(sas=600, policies=("rfc6290",), baselines=("libreswan",))
+    slow = SimConfig(sas=600, policies=("rfc6290",), baselines=("libreswan",), rebuild_rate=100.0)
+    fast, capped = by_mode(free), by_mode(slow)
+    for mode, r in capped.items():
+        assert r.detected == 600 and not math.isnan(r.all_back), mode
+        assert r.detection_times == fast[mode].detection_times  # detection is not affected
+        assert r.inits_dropped > 0 and fast[mode].inits_dropped == 0
+        # 600 rebuilds at 100 a second take at least 5 s beyond detection
+        assert r.all_back >= max(r.detection_times) + 5.0 > fast[mode].all_back
+    with pytest.raises(InvalidArgument):
+        simulate(SimConfig(rebuild_rate=0.0))

@@ -154,6 +154,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         rtt=args.rtt,
         loss=args.loss,
         qcd_fraction=args.qcd_fraction,
+        rebuild_rate=args.rebuild_rate,
         loss_to_b=args.loss_to_b,
         loss_to_a=args.loss_to_a,
         idle=args.idle,
@@ -201,6 +202,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     for r in report.results:
         extra = ", ".join(f"{k}={v}" for k, v in sorted(r.verdicts.items()))
         cancelled = f"; {r.restarts_cancelled} held restarts cancelled" if r.restarts_cancelled else ""
+        if r.inits_dropped:
+            cancelled += f"; {r.inits_dropped} IKE_SA_INIT over the rebuild capacity dropped"
         print(f"  {r.mode}: A's verdicts {{{extra}}}; {r.detected}/{r.sas} detected{cancelled}; "
               f"{r.wall_s:.2f}s wall")
     print(f"\npeak memory {report.peak_rss_mb:.0f} MiB, {report.wall_s:.2f}s wall in all")
@@ -250,6 +253,9 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--loss-to-a", type=opt.fraction(one=False), default=None, metavar="P",
                    help="loss on the path from B to A only (replies and traffic answers), 0 <= P < 1 "
                         "(default: --loss)")
+    p.add_argument("--rebuild-rate", type=opt.Number(float, 0.0, 1e9, lo_open=True), default=None,
+                   metavar="R", help="IKE_SA_INIT for new SAs the rebooted gateway accepts per second "
+                   "(the rest are dropped and retransmitted: the rebuild storm; default: no limit)")
     p.add_argument("--qcd-fraction", type=opt.fraction(), default=1.0, metavar="F",
                    help=("share of the peers that speak QCD in the QCD modes, 0 <= F <= 1 (default 1: "
                          "all; the others answer a reboot with a bare INVALID_IKE_SPI; 0: none does)"))

@@ -70,6 +70,10 @@ class SimConfig:
     """Loss on the path from A to B (None: ``loss``); with ``loss_to_a``, asymmetric paths."""
     loss_to_a: float | None = None
     """Loss on the path from B to A, A's traffic answers included (None: ``loss``)."""
+    rebuild_rate: float | None = None
+    """IKE_SA_INIT requests for new SAs the rebooted B accepts per second (a token bucket of
+    one second's worth); the rest are dropped and A retransmits (the rebuild storm). None: no
+    limit. The limit applies from B's reboot on (staging is not limited)."""
     qcd_fraction: float = 1.0
     """In the QCD modes, the share of B's tunnels whose peer is QCD-capable (the rest
     behave as RFC 7296 peers: no token in IKE_AUTH, a bare INVALID_IKE_SPI after the reboot);
@@ -104,6 +108,10 @@ class SimConfig:
             v = getattr(self, name)
             if v is not None and not (isinstance(v, (int, float)) and 0.0 <= v < 1.0):
                 raise InvalidArgument(f"{name} must be in [0, 1), got {v!r}")
+        if self.rebuild_rate is not None and not (
+            isinstance(self.rebuild_rate, (int, float)) and 0 < self.rebuild_rate < math.inf
+        ):
+            raise InvalidArgument(f"rebuild_rate must be a number > 0, got {self.rebuild_rate!r}")
         if not 0.0 <= self.qcd_fraction <= 1.0:
             raise InvalidArgument(f"qcd_fraction must be in [0, 1], got {self.qcd_fraction!r}")
         for p in self.policies:

@@ -42,6 +42,7 @@ class GatewayB:
         maker_policy: MakerPolicy,
         cluster_live: Callable[[int, int], bool] | None = None,
         capable: npt.NDArray[np.bool_] | None = None,
+        rebuild_rate: float | None = None,
     ) -> None:
         self.name = name
         self.net = net
@@ -52,6 +53,10 @@ class GatewayB:
         self.cluster_live = cluster_live
         # per tunnel: does B's side of it speak QCD (None: all of them, when qcd is on)
         self.capable = capable
+        # after a reboot: new IKE_SA_INIT accepted per second (None: no limit); the bucket
+        self.rebuild_rate = rebuild_rate
+        self._bucket: list[float] | None = None  # [tokens, last refill time]
+        self.init_dropped = 0
         self.alive = True
         self.peer = "A"
         self._boot()
@@ -88,6 +93,19 @@ class GatewayB:
     def reboot(self) -> None:
         self._boot()
         self.alive = True
+        if self.rebuild_rate is not None:
+            self._bucket = [self.rebuild_rate, self.net.now()]
+
+    def _admit_inits(self, n: int) -> int:
+        """How many of ``n`` new IKE_SA_INIT requests the bucket admits now (the first ones)."""
+        if self._bucket is None or self.rebuild_rate is None:
+            return n
+        now = self.net.now()
+        tokens = min(self.rebuild_rate, self._bucket[0] + (now - self._bucket[1]) * self.rebuild_rate)
+        take = min(n, int(tokens))
+        self._bucket = [tokens - take, now]
+        self.init_dropped += n - take
+        return take
 
     def knows(self, k: int, spi_i: int, spi_r: int) -> bool:
         return int(self.si[k]) == spi_i and int(self.sr[k]) == spi_r and spi_r != 0
@@ -159,6 +177,13 @@ class GatewayB:
         # a retransmitted request gets the same answer; a new one a fresh SPI-R
         again = (self.si[k] == spi_i) & (self.sr[k] != 0) & ~self.authed[k]
         new = ~again
+        if self._bucket is not None:  # over the rebuild capacity: dropped, A retransmits
+            fresh = np.flatnonzero(new)
+            drop = fresh[self._admit_inits(len(fresh)):]
+            if len(drop):
+                keep = np.ones(len(idx), bool)
+                keep[drop] = False
+                idx, k, spi_i, new = idx[keep], k[keep], spi_i[keep], new[keep]
         spi_r = self.sr[k].copy()
         spi_r[new] = self.w.rng.integers(1, 2**63, int(new.sum())).astype(np.uint64)
         self.si[k[new]], self.sr[k[new]], self.authed[k[new]] = spi_i[new], spi_r[new], False
@@ -225,6 +250,8 @@ class GatewayB:
             if h.exchange == wire.EXCHANGE_IKE_SA_INIT:
                 if int(self.si[k]) == h.spi_i and self.sr[k] and not self.authed[k]:
                     spi_r = int(self.sr[k])  # a retransmitted request: the same answer
+                elif not self._admit_inits(1):
+                    continue  # over the rebuild capacity
                 else:
                     spi_r = int(self.w.rng.integers(1, 2**63))
                     self.si[k], self.sr[k], self.authed[k] = h.spi_i, spi_r, False

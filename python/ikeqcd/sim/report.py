@@ -55,6 +55,8 @@ class ModeResult:
     second of wall time of this mode, on one core."""
     back_times: list[float] = field(repr=False, default_factory=list)
     """Per affected tunnel, when it was back up (s from the crash or attack; NaN: never)."""
+    inits_dropped: int = 0
+    """IKE_SA_INIT requests the rebooted B dropped over its rebuild capacity."""
 
 
 @dataclass

@@ -103,7 +103,8 @@ def _run_mode(
     capable = None
     if qcd and cfg.qcd_fraction < 1.0:  # its own generator: the scenario's draws stay the same
         capable = np.random.default_rng([cfg.seed, 6290]).random(cfg.sas) < cfg.qcd_fraction
-    b = GatewayB("B", net, world, store_b, qcd=qcd, maker_policy=maker_policy, capable=capable)
+    b = GatewayB("B", net, world, store_b, qcd=qcd, maker_policy=maker_policy, capable=capable,
+                 rebuild_rate=cfg.rebuild_rate)
     a = GatewayA(
         net, world, cfg, qcd=qcd, policy=policy, schedule=schedule, token_maker=sa.maker(), peer=b
     )
@@ -212,6 +213,7 @@ def _run_mode(
         wall_s=wall,
         detection_times=det.tolist(),
         back_times=back.tolist(),
+        inits_dropped=b.init_dropped,
         datagrams_per_s=net.count / wall if wall > 0 else 0.0,
     )
 
