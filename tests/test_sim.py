@@ -161,3 +161,16 @@ def test_rebuild_storm_under_a_capacity() -> None:
         assert r.all_back >= max(r.detection_times) + 5.0 > fast[mode].all_back
     with pytest.raises(InvalidArgument):
         simulate(SimConfig(rebuild_rate=0.0))
+
+
+def test_remote_access_topology_with_a_rebuild_storm() -> None:
+    ra = SimConfig(sas=2000, topology="remote-access", policies=("rfc6290",), baselines=())
+    r = simulate(ra).results[0]
+    assert r.detected == 2000 and r.verdicts == {"PEER_RESTARTED": 2000} and not math.isnan(r.all_back)
+    storm = simulate(SimConfig(sas=2000, topology="remote-access", rebuild_rate=200.0,
+                               policies=("rfc6290",), baselines=())).results[0]
+    assert storm.detection_times == r.detection_times and storm.inits_dropped > 0
+    back = [t for t in storm.back_times if not math.isnan(t)]
+    assert len(back) > 1000 and (math.isnan(storm.all_back) or storm.all_back > r.all_back + 9.0)
+    with pytest.raises(InvalidArgument):
+        simulate(SimConfig(topology="mesh"))  # type: ignore[arg-type]

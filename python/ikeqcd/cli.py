@@ -155,6 +155,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         loss=args.loss,
         qcd_fraction=args.qcd_fraction,
         rebuild_rate=args.rebuild_rate,
+        topology=args.topology,
         loss_to_b=args.loss_to_b,
         loss_to_a=args.loss_to_a,
         idle=args.idle,
@@ -193,6 +194,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             f"{cfg.path_loss('B', 'A') * 100:g} % towards A, A checks liveness after "
             f"{cfg.idle:g}s without inbound traffic. Times are from the crash."
         )
+    if cfg.topology == "remote-access":
+        print(f"Remote access: {cfg.sas:,} peers, each from its own address; B answers with the "
+              "default MakerPolicy (per-source and global limits).")
     if cfg.qcd_fraction < 1.0:
         print(f"In the QCD modes {cfg.qcd_fraction * 100:g} % of the peers speak QCD; the others "
               "answer a reboot with a bare INVALID_IKE_SPI.")
@@ -253,6 +257,10 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--loss-to-a", type=opt.fraction(one=False), default=None, metavar="P",
                    help="loss on the path from B to A only (replies and traffic answers), 0 <= P < 1 "
                         "(default: --loss)")
+    p.add_argument("--topology", choices=["site-to-site", "remote-access"], default="site-to-site",
+                   help="site-to-site: all tunnels between two gateways, B's responder unlimited "
+                   "(default); remote-access: one gateway and N peers, each from its own address, "
+                   "B's responder with the default MakerPolicy (per-source and global limits)")
     p.add_argument("--rebuild-rate", type=opt.Number(float, 0.0, 1e9, lo_open=True), default=None,
                    metavar="R", help="IKE_SA_INIT for new SAs the rebooted gateway accepts per second "
                    "(the rest are dropped and retransmitted: the rebuild storm; default: no limit)")

@@ -70,6 +70,10 @@ class SimConfig:
     """Loss on the path from A to B (None: ``loss``); with ``loss_to_a``, asymmetric paths."""
     loss_to_a: float | None = None
     """Loss on the path from B to A, A's traffic answers included (None: ``loss``)."""
+    topology: Literal["site-to-site", "remote-access"] = "site-to-site"
+    """``site-to-site``: every tunnel between the same two gateways, B's responder without
+    limits. ``remote-access``: one gateway (B) and N peers, each from its own address, B's
+    responder with the default :class:`~ikeqcd.MakerPolicy` (per-source and global limits)."""
     rebuild_rate: float | None = None
     """IKE_SA_INIT requests for new SAs the rebooted B accepts per second (a token bucket of
     one second's worth); the rest are dropped and A retransmits (the rebuild storm). None: no
@@ -112,6 +116,8 @@ class SimConfig:
             isinstance(self.rebuild_rate, (int, float)) and 0 < self.rebuild_rate < math.inf
         ):
             raise InvalidArgument(f"rebuild_rate must be a number > 0, got {self.rebuild_rate!r}")
+        if self.topology not in ("site-to-site", "remote-access"):
+            raise InvalidArgument(f"topology must be site-to-site or remote-access, got {self.topology!r}")
         if not 0.0 <= self.qcd_fraction <= 1.0:
             raise InvalidArgument(f"qcd_fraction must be in [0, 1], got {self.qcd_fraction!r}")
         for p in self.policies:

@@ -130,6 +130,10 @@ class GatewayB:
         h = codec.headers(datagrams)
         ks = (h.spi_i & np.uint64(IDX_MASK)).astype(np.int64)
         inside = h.fast & (ks < self.w.n)
+        if self.w.peer_src is not None and inside.any():  # remote access: each peer's address
+            src: npt.NDArray[np.object_] = np.fromiter(sources, dtype=object, count=n)
+            src[inside] = self.w.peer_src[ks[inside]]
+            sources = src.tolist()
         # one request per tunnel in a batch (each of A's sends is): then tunnels are independent
         # and the batch path is exact; anything else is handled one datagram at a time
         if not inside.all() or not self.w.distinct(ks):

@@ -94,10 +94,15 @@ class SimReport:
         def s(x: float) -> str:
             return "-" if math.isnan(x) else f"{x:.2f}s"
 
+        def back(r: ModeResult) -> str:  # not all back by the end: the share that is
+            if not math.isnan(r.all_back) or not r.back_times:
+                return s(r.all_back)
+            return f"{float(np.mean(~np.isnan(np.asarray(r.back_times, dtype=float)))):.0%} up"
+
         for r in self.results:
             lines.append(
                 f"{r.mode:<22} {s(r.detect_p50):>10} {s(r.detect_p99):>8} {s(r.detect_max):>8} "
-                f"{s(r.all_back):>9} {r.datagrams_after_crash:>10} {r.bytes_after_crash:>11} "
+                f"{back(r):>9} {r.datagrams_after_crash:>10} {r.bytes_after_crash:>11} "
                 f"{r.wrongly_torn_down:>16} {r.datagrams_per_s:>12,.0f}"
             )
         total = sum(r.datagrams for r in self.results)

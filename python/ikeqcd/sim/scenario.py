@@ -91,6 +91,9 @@ def _run_mode(
     # A rebooted gateway facing one peer with many SAs answers them all (per-source limits
     # sized to the scenario); §8.1 limits are exercised by the flood tests instead.
     maker_policy = MakerPolicy.unlimited().with_(bare_rate=math.inf)
+    if cfg.topology == "remote-access":  # N peers, each its own source: the default limits
+        maker_policy = MakerPolicy()
+        world.spread_peers()
 
     slug = mode.replace("/", "_").replace("+", "_")
     store_b = workdir / f"{slug}-b" / "qcd.secret"
@@ -145,6 +148,8 @@ def _run_mode(
         net.at(cfg.crash_at, crash)
         net.at(cfg.crash_at + cfg.reboot_time, b.reboot)
         horizon = cfg.crash_at + cfg.reboot_time + cfg.idle + schedule.give_up + 30.0
+        if cfg.rebuild_rate is not None:  # room for the storm: the capacity, then retries
+            horizon += cfg.sas / cfg.rebuild_rate + 2 * schedule.give_up
     else:
         assert attacker is not None
         def world_up() -> npt.NDArray[np.int64]:

@@ -31,6 +31,15 @@ class World:
         self.wrong = 0
         self.rebuilds = np.zeros(n, np.int32)
         self._mark = np.zeros(n, np.int64)  # scratch for distinct()
+        # remote access: each tunnel's peer address as B sees it (None: all from gateway A)
+        self.peer_src: npt.NDArray[np.object_] | None = None
+
+    def spread_peers(self) -> None:
+        """Give every tunnel a peer address of its own (10.0.0.0/8, UDP 500)."""
+        self.peer_src = np.fromiter(
+            ((f"10.{(k + 1) >> 16 & 255}.{(k + 1) >> 8 & 255}.{(k + 1) & 255}", 500) for k in range(self.n)),
+            dtype=object, count=self.n,
+        )
 
     def distinct(self, ks: I64) -> bool:
         """Whether no tunnel appears twice in ``ks`` (all < n): O(len), no sort."""
