@@ -89,3 +89,16 @@ def test_responses_and_deletions_in_batches() -> None:
     many.responses_received(si, sr, np.zeros(50, np.uint32))
     many.sas_deleted(si, sr)
     assert len(one.table) == len(many.table) and one._pending == many._pending
+
+
+def test_poll_when_held_decisions_were_added_out_of_order() -> None:
+    (det, _), (clock, _), msgs, sources = scenario(TakerPolicy.hardened())
+    clock.t = 100.0
+    assert det.receive(msgs[1], sources[1]).kind.name == "DEFERRED"  # due 100.5
+    clock.t = 99.0  # a clock that went back: the held dict is no longer in due order
+    assert det.receive(msgs[2], sources[2]).kind.name == "DEFERRED"  # due 99.5
+    clock.t = 99.6
+    first = [e for e in det.poll() if isinstance(e, PeerRestarted)]
+    clock.t = 100.6
+    second = [e for e in det.poll() if isinstance(e, PeerRestarted)]
+    assert len(first) == 1 and len(second) == 1 and first[0].spi_i != second[0].spi_i

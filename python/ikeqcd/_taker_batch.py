@@ -136,7 +136,7 @@ def judge(det: FailureDetector, datagrams: Sequence[bytes], sources: Sequence[tu
         if len(match):
             if p.accept_delay > 0:
                 due = now + p.accept_delay
-                det._held_min = min(det._held_min, due)
+                det._note_held(due)
                 srcs_m = {sources[i] for i in match.tolist()} if srcs is not None else {sources[0]}
                 if len(srcs_m) == 1:  # one source: one shared (immutable) record
                     det._held.update(dict.fromkeys(mpairs, _Held(due, srcs_m.pop(), "invalid_ike_spi")))

@@ -31,7 +31,7 @@ import math
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import repeat, takewhile
 
 import numpy as np
 import numpy.typing as npt
@@ -208,6 +208,10 @@ class FailureDetector:
         self._pending: dict[Pair, int] = {}
         self._held: dict[Pair, _Held] = {}
         self._held_min = math.inf  # no held decision is due before this
+        # held decisions are usually added in due order (a monotonic clock): then the due ones
+        # are a prefix of the dict and poll stops at the first that is not
+        self._held_last = -math.inf
+        self._held_sorted = True
         # Dampening compares the order of protected stores and teardowns, not clock readings
         # (equal readings are common: a batch, a coarse clock). peer -> (teardown seq, until)
         self._dampened: dict[Hashable, tuple[int, float]] = {}
@@ -443,7 +447,7 @@ class FailureDetector:
 
         if self.policy.accept_delay > 0:
             self._held[pair] = _Held(now + self.policy.accept_delay, source, via)
-            self._held_min = min(self._held_min, now + self.policy.accept_delay)
+            self._note_held(now + self.policy.accept_delay)
             return self._verdict(VerdictKind.DEFERRED, pair, f"held {self.policy.accept_delay} s")
         event = self._restart(pair, source, via, now)
         return self._verdict(VerdictKind.PEER_RESTARTED, pair, event=event)
@@ -537,18 +541,34 @@ class FailureDetector:
     def poll_many(self) -> tuple[list[Event], npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
         """:meth:`poll` with the restarts as arrays: (the other events, oldest first, then the
         SPI-I and SPI-R of each SA to tear down now, in the order :meth:`poll` gives them)."""
-        events, si, sr, _ = self._poll()
+        events, si, sr, _ = self._poll(objects=False)
         return events, si, sr
 
-    def _poll(self) -> tuple[list[Event], npt.NDArray[np.uint64], npt.NDArray[np.uint64], list[_Due]]:
+    def _note_held(self, due: float) -> None:
+        """Bookkeeping for held decisions just added, all due at ``due``."""
+        self._held_min = min(self._held_min, due)
+        if due < self._held_last:
+            self._held_sorted = False
+        self._held_last = max(self._held_last, due)
+
+    def _poll(self, objects: bool = True
+              ) -> tuple[list[Event], npt.NDArray[np.uint64], npt.NDArray[np.uint64], list[_Due]]:
         now = self._now()
         si = sr = np.zeros(0, np.uint64)
         fired: list[_Due] = []
         if self._held and now >= self._held_min:
-            due = [(pair, h) for pair, h in self._held.items() if h.due <= now]
+            if self._held_sorted:
+                due = list(takewhile(lambda item: item[1].due <= now, self._held.items()))
+            else:
+                due = [(pair, h) for pair, h in self._held.items() if h.due <= now]
             for pair, _ in due:
                 del self._held[pair]
-            self._held_min = min((h.due for h in self._held.values()), default=math.inf)
+            if not self._held:
+                self._held_min, self._held_last, self._held_sorted = math.inf, -math.inf, True
+            elif self._held_sorted:
+                self._held_min = next(iter(self._held.values())).due
+            else:
+                self._held_min = min((h.due for h in self._held.values()), default=math.inf)
             if due:
                 both = np.array([pair for pair, _ in due], np.uint64).reshape(-1, 2)
                 live = self.table.contains_many(both[:, 0].copy(), both[:, 1].copy(), threads=1)
@@ -556,7 +576,8 @@ class FailureDetector:
                 si, sr = both[keep, 0].copy(), both[keep, 1].copy()
                 self.table.remove_many(si, sr)
                 self._forget_many([due[i][0] for i in keep.tolist()], now)
-                fired = [_Due(due[i][1].source, due[i][1].via, now) for i in keep.tolist()]
+                if objects:
+                    fired = [_Due(due[i][1].source, due[i][1].via, now) for i in keep.tolist()]
         self._expire_dampening(now)
         events, self._events = self._events, []
         return events, si, sr, fired
