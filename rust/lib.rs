@@ -8,6 +8,8 @@
 //! - [`select`]: which SHA-256 kernel (SHA-NI interleave width, AVX2, `sha2`, portable) runs, chosen
 //!   per CPU at first use or by `IKEQCD_KERNEL`; [`soft256`]: the portable compression;
 //! - [`avx2`]: 8-lane AVX2 SHA-256 compression (the batch path's alternative to SHA-NI);
+//! - [`aead`]: batch AES-128-GCM over fixed-length rows, one SA key per row (the simulator's
+//!   protected messages);
 //! - [`ct`]: the one place where secret-dependent bytes are compared;
 //! - [`par`]: the rayon helper the batch paths share;
 //! - [`ratelimit`]: keyed token buckets with bounded memory (reply and verification limits);
@@ -32,6 +34,7 @@
 //! ```
 #![deny(rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
 
+pub mod aead;
 pub mod avx2;
 pub mod clock;
 pub mod ct;

@@ -105,3 +105,72 @@ def test_udp_transport_on_loopback() -> None:
 def test_bad_config(bad: dict[str, object]) -> None:
     with pytest.raises(InvalidArgument):
         simulate(SimConfig(**bad))  # type: ignore[arg-type]
+
+
+def test_back_times_and_own_speed(tmp_path: Path) -> None:
+    rep = simulate(SimConfig(sas=200, policies=("rfc6290",), baselines=("libreswan",)))
+    for r in rep.results:
+        assert len(r.back_times) == 200 and max(r.back_times) == pytest.approx(r.all_back)
+        assert r.datagrams_per_s > 0
+    js = rep.to_json()
+    assert js["datagrams_per_s"] > 0 and "back_times" not in js["results"][0]
+    assert "per second of wall time" in rep.table()
+    pytest.importorskip("matplotlib")
+    from ikeqcd.sim import plot_cdf
+
+    plot_cdf(rep, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
+def test_mixed_population_qcd_fraction() -> None:
+    cfg = SimConfig(sas=400, policies=("rfc6290",), baselines=(), qcd_fraction=0.5, seed=4)
+    r = simulate(cfg).results[0]
+    assert r.detected == 400 and r.wrongly_torn_down == 0
+    # about half detect by token, the rest only when the retransmissions give up
+    restarted = r.verdicts["PEER_RESTARTED"]
+    assert 150 < restarted < 250
+    times = sorted(r.detection_times)
+    assert times[restarted - 1] < 30.0 and times[restarted] > 150.0
+    assert r.responder["plain:DISABLED"] == r.verdicts["NO_TOKEN"] > 0  # bare INVALID_IKE_SPI
+    full = simulate(SimConfig(sas=400, policies=("rfc6290",), baselines=(), seed=4)).results[0]
+    assert full.verdicts["PEER_RESTARTED"] == 400
+
+
+def test_asymmetric_loss() -> None:
+    same = SimConfig(sas=200, policies=("rfc6290",), baselines=(), loss=0.05, seed=7)
+    split = SimConfig(sas=200, policies=("rfc6290",), baselines=(), loss=0.3, loss_to_a=0.05,
+                      loss_to_b=0.05, seed=7)
+    a, b = simulate(same).results[0], simulate(split).results[0]
+    assert a.detection_times == b.detection_times and a.datagrams == b.datagrams
+    lossy_back = simulate(SimConfig(sas=200, policies=("rfc6290",), baselines=(), loss_to_a=0.2,
+                                    seed=7)).results[0]
+    assert lossy_back.detected == 200 and not math.isnan(lossy_back.all_back)
+    with pytest.raises(InvalidArgument):
+        simulate(SimConfig(loss_to_b=1.0))
+
+
+def test_rebuild_storm_under_a_capacity() -> None:
+    free = SimConfig(sas=600, policies=("rfc6290",), baselines=("libreswan",))
+    slow = SimConfig(sas=600, policies=("rfc6290",), baselines=("libreswan",), rebuild_rate=100.0)
+    fast, capped = by_mode(free), by_mode(slow)
+    for mode, r in capped.items():
+        assert r.detected == 600 and not math.isnan(r.all_back), mode
+        assert r.detection_times == fast[mode].detection_times  # detection is not affected
+        assert r.inits_dropped > 0 and fast[mode].inits_dropped == 0
+        # 600 rebuilds at 100 a second take at least 5 s beyond detection
+        assert r.all_back >= max(r.detection_times) + 5.0 > fast[mode].all_back
+    with pytest.raises(InvalidArgument):
+        simulate(SimConfig(rebuild_rate=0.0))
+
+
+def test_remote_access_topology_with_a_rebuild_storm() -> None:
+    ra = SimConfig(sas=2000, topology="remote-access", policies=("rfc6290",), baselines=())
+    r = simulate(ra).results[0]
+    assert r.detected == 2000 and r.verdicts == {"PEER_RESTARTED": 2000} and not math.isnan(r.all_back)
+    storm = simulate(SimConfig(sas=2000, topology="remote-access", rebuild_rate=200.0,
+                               policies=("rfc6290",), baselines=())).results[0]
+    assert storm.detection_times == r.detection_times and storm.inits_dropped > 0
+    back = [t for t in storm.back_times if not math.isnan(t)]
+    assert len(back) > 1000 and (math.isnan(storm.all_back) or storm.all_back > r.all_back + 9.0)
+    with pytest.raises(InvalidArgument):
+        simulate(SimConfig(topology="mesh"))  # type: ignore[arg-type]

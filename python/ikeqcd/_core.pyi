@@ -677,3 +677,23 @@ def _load_spis(
     sas: int, seed: int, /
 ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
     """The (SPI-I, SPI-R) pairs a load run with ``sas`` pairs and ``seed`` draws from."""
+
+# --- batch AES-128-GCM for the simulator's protected messages (rust/aead.rs) ----------------
+
+def _aead_seal(
+    keys: npt.NDArray[np.uint8], rows: npt.NDArray[np.uint8], aad_len: int, /, *, threads: int = 0
+) -> npt.NDArray[np.uint8]:
+    """Seal row k of ``rows`` (``aad_len`` octets of AAD, an 8-octet IV, the plaintext and 16
+    octets for the ICV) under row k of ``keys`` (16-octet AES key + 4-octet salt, shape
+    ``(n, 20)``); returns the sealed rows. Releases the GIL.
+
+    Raises:
+        InvalidArray: not C-contiguous 2-D uint8 arrays, keys not ``(n, 20)``, or rows too
+            short for AAD, IV and ICV.
+    """
+
+def _aead_open(
+    keys: npt.NDArray[np.uint8], rows: npt.NDArray[np.uint8], aad_len: int, /, *, threads: int = 0
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
+    """Authenticate and decrypt each row under its key: (rows with the plaintext in place,
+    whether each row authenticated). Rows that fail are returned as they were."""

@@ -163,6 +163,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         reboot_time=args.reboot_time,
         rtt=args.rtt,
         loss=args.loss,
+        qcd_fraction=args.qcd_fraction,
+        rebuild_rate=args.rebuild_rate,
+        topology=args.topology,
+        loss_to_b=args.loss_to_b,
+        loss_to_a=args.loss_to_a,
         idle=args.idle,
         baseline=schedule,
         custom_baseline=custom,
@@ -194,15 +199,24 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if args.attack is None:
         print(
             f"B crashes at t={cfg.crash_at:g}s and is back {cfg.reboot_time:g}s later; RTT "
-            f"{cfg.rtt * 1000:g} ms, loss {cfg.loss * 100:g} %, A checks liveness after "
+            f"{cfg.rtt * 1000:g} ms, loss {cfg.path_loss('A', 'B') * 100:g} % towards B and "
+            f"{cfg.path_loss('B', 'A') * 100:g} % towards A, A checks liveness after "
             f"{cfg.idle:g}s without inbound traffic. Times are from the crash."
         )
+    if cfg.topology == "remote-access":
+        print(f"Remote access: {cfg.sas:,} peers, each from its own address; B answers with the "
+              "default MakerPolicy (per-source and global limits).")
+    if cfg.qcd_fraction < 1.0:
+        print(f"In the QCD modes {cfg.qcd_fraction * 100:g} % of the peers speak QCD; the others "
+              "answer a reboot with a bare INVALID_IKE_SPI.")
     print()
     print(report.table())
     print()
     for r in report.results:
         extra = ", ".join(f"{k}={v}" for k, v in sorted(r.verdicts.items()))
         cancelled = f"; {r.restarts_cancelled} held restarts cancelled" if r.restarts_cancelled else ""
+        if r.inits_dropped:
+            cancelled += f"; {r.inits_dropped} IKE_SA_INIT over the rebuild capacity dropped"
         print(f"  {r.mode}: A's verdicts {{{extra}}}; {r.detected}/{r.sas} detected{cancelled}; "
               f"{r.wall_s:.2f}s wall")
     print(f"\npeak memory {report.peak_rss_mb:.0f} MiB, {report.wall_s:.2f}s wall in all")
@@ -247,6 +261,21 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                    help="round-trip time, s, 0..60 (default 0.05)")
     p.add_argument("--loss", type=opt.fraction(one=False), default=0.0, metavar="P",
                    help="datagram loss probability, 0 <= P < 1 (default 0: no loss)")
+    p.add_argument("--loss-to-b", type=opt.fraction(one=False), default=None, metavar="P",
+                   help="loss on the path from A to B only, 0 <= P < 1 (default: --loss)")
+    p.add_argument("--loss-to-a", type=opt.fraction(one=False), default=None, metavar="P",
+                   help="loss on the path from B to A only (replies and traffic answers), 0 <= P < 1 "
+                        "(default: --loss)")
+    p.add_argument("--topology", choices=["site-to-site", "remote-access"], default="site-to-site",
+                   help="site-to-site: all tunnels between two gateways, B's responder unlimited "
+                   "(default); remote-access: one gateway and N peers, each from its own address, "
+                   "B's responder with the default MakerPolicy (per-source and global limits)")
+    p.add_argument("--rebuild-rate", type=opt.Number(float, 0.0, 1e9, lo_open=True), default=None,
+                   metavar="R", help="IKE_SA_INIT for new SAs the rebooted gateway accepts per second "
+                   "(the rest are dropped and retransmitted: the rebuild storm; default: no limit)")
+    p.add_argument("--qcd-fraction", type=opt.fraction(), default=1.0, metavar="F",
+                   help=("share of the peers that speak QCD in the QCD modes, 0 <= F <= 1 (default 1: "
+                         "all; the others answer a reboot with a bare INVALID_IKE_SPI; 0: none does)"))
     p.add_argument("--idle", type=opt.seconds(zero=False, hi=day), default=10.0, metavar="S",
                    help="liveness check after this long without inbound traffic, s, > 0 "
                    "(default 10)")

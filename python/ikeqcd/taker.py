@@ -27,16 +27,20 @@ restarts that became due, cancellations) come out of :meth:`FailureDetector.poll
 from __future__ import annotations
 
 import enum
+import math
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat, takewhile
 
 import numpy as np
 import numpy.typing as npt
 
-from ikeqcd._core import RateLimiter, SaTable
+from ikeqcd import _taker_batch
 from ikeqcd._clock import check_time, read_clock
+from ikeqcd._core import RateLimiter, SaTable
 from ikeqcd._keys import source_key
+from ikeqcd._taker_batch import BatchVerdicts
 from ikeqcd.errors import InvalidArgument, InvalidSpi, MalformedMessage
 from ikeqcd.policy import TakerPolicy
 from ikeqcd.table import TokenCheck
@@ -85,6 +89,9 @@ class VerdictKind(enum.Enum):
     MALFORMED = "ignored: malformed"
     NOT_A_REPLY = "ignored: not an unprotected QCD reply"
     DISABLED = "ignored: not a token taker"
+
+
+_taker_batch.KINDS[:] = [k.name for k in VerdictKind]
 
 
 @dataclass(frozen=True)
@@ -137,8 +144,17 @@ class Verdict:
         return self.kind is VerdictKind.PEER_RESTARTED
 
 
-@dataclass
+@dataclass(frozen=True)
+class _Due:
+    source: tuple[str, int]
+    via: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
 class _Held:
+    """A held restart decision (immutable: the decisions of one batch share one)."""
+
     due: float
     source: tuple[str, int]
     via: str
@@ -191,6 +207,11 @@ class FailureDetector:
         self._peer_of = peer_of
         self._pending: dict[Pair, int] = {}
         self._held: dict[Pair, _Held] = {}
+        self._held_min = math.inf  # no held decision is due before this
+        # held decisions are usually added in due order (a monotonic clock): then the due ones
+        # are a prefix of the dict and poll stops at the first that is not
+        self._held_last = -math.inf
+        self._held_sorted = True
         # Dampening compares the order of protected stores and teardowns, not clock readings
         # (equal readings are common: a batch, a coarse clock). peer -> (teardown seq, until)
         self._dampened: dict[Hashable, tuple[int, float]] = {}
@@ -264,6 +285,36 @@ class FailureDetector:
         self._peer.pop(pair, None)
         self._forget_children(pair)
 
+    def sas_deleted(self, spi_i: npt.NDArray[np.uint64], spi_r: npt.NDArray[np.uint64]) -> None:
+        """Batch :meth:`sa_deleted`."""
+        if not len(spi_i):
+            return
+        self.table.remove_many(spi_i, spi_r)
+        pairs = list(zip(spi_i.tolist(), spi_r.tolist()))
+        for d in (self._pending, self._held, self._born, self._peer):
+            if d:
+                list(map(d.pop, pairs, repeat(None)))  # C-level pops
+        if self._children_of:
+            list(map(self._forget_children, pairs))
+
+    def _forget_many(self, pairs: list[Pair], now: float) -> None:
+        """:meth:`_forget` for each pair in order (restarts decided together)."""
+        if self._peer_of is not None or self._children_of:
+            for pair in pairs:
+                self._forget(pair, now)
+            return
+        for d in (self._pending, self._born):
+            if d:
+                list(map(d.pop, pairs, repeat(None)))
+        peers = list(map(self._peer.pop, pairs, repeat(_UNKNOWN_PEER))) if self._peer else [_UNKNOWN_PEER]
+        if self.policy.dampening > 0 and pairs:
+            if len(set(peers)) > 1:
+                for peer in peers:
+                    self._dampen(peer, now)
+            else:  # one peer: the first restart opens (or keeps) the window, the rest extend it
+                self._dampen(peers[0], now)
+                self._seq += len(pairs) - 1
+
     def _forget_children(self, pair: Pair) -> None:
         for child in self._children_of.pop(pair, ()):
             del self._children[child]
@@ -290,6 +341,25 @@ class FailureDetector:
     def request_sent(self, spi_i: int, spi_r: int, message_id: int) -> None:
         """A protected request (e.g. a liveness check) went out on this SA."""
         self._pending[_pair(spi_i, spi_r)] = _message_id(message_id)
+
+    def requests_sent(
+        self, spi_i: npt.NDArray[np.uint64], spi_r: npt.NDArray[np.uint64],
+        message_id: npt.NDArray[np.uint32],
+    ) -> None:
+        """Batch :meth:`request_sent` (SPIs from the owner's own arrays)."""
+        self._pending.update(zip(zip(spi_i.tolist(), spi_r.tolist()), message_id.tolist()))
+
+    def responses_received(
+        self, spi_i: npt.NDArray[np.uint64], spi_r: npt.NDArray[np.uint64],
+        message_id: npt.NDArray[np.uint32],
+    ) -> None:
+        """Batch :meth:`response_received`, in order."""
+        now = self._now()
+        for pair, mid in zip(zip(spi_i.tolist(), spi_r.tolist()), message_id.tolist()):
+            if self._pending.get(pair) == mid:
+                del self._pending[pair]
+            if self._held:
+                self._cancel(pair, now)
 
     def response_received(self, spi_i: int, spi_r: int, message_id: int) -> None:
         """A genuine protected response arrived: the peer is alive. Cancels a held restart."""
@@ -377,9 +447,40 @@ class FailureDetector:
 
         if self.policy.accept_delay > 0:
             self._held[pair] = _Held(now + self.policy.accept_delay, source, via)
+            self._note_held(now + self.policy.accept_delay)
             return self._verdict(VerdictKind.DEFERRED, pair, f"held {self.policy.accept_delay} s")
         event = self._restart(pair, source, via, now)
         return self._verdict(VerdictKind.PEER_RESTARTED, pair, event=event)
+
+    def judge_many(
+        self, datagrams: Sequence[bytes], sources: Sequence[tuple[str, int]], *, nat_t: bool | None = None
+    ) -> BatchVerdicts:
+        """:meth:`receive` for each datagram in order, as arrays (see
+        :class:`~ikeqcd._taker_batch.BatchVerdicts`): the same verdicts, counters and state
+        changes, with one parse, one rate-limit call and one table check per batch."""
+        n = len(datagrams)
+        if not self.policy.enabled:
+            by_kind = self._counters.by_kind
+            by_kind["DISABLED"] = by_kind.get("DISABLED", 0) + n
+            zero = np.zeros(n, np.uint64)
+            code = _taker_batch.KINDS.index("DISABLED")
+            return BatchVerdicts(np.full(n, code, np.int8), zero, zero.copy(), np.zeros(n, bool),
+                                 np.zeros(n, bool))
+        if n:
+            fast = _taker_batch.judge(self, datagrams, sources, nat_t)
+            if fast is not None:
+                return fast
+        verdicts = [self.receive(d, s, nat_t=nat_t) for d, s in zip(datagrams, sources)]
+        restarted = np.array([v.restarted for v in verdicts], bool)
+        via_child = np.array([isinstance(v.event, PeerRestarted) and v.event.via == "invalid_spi"
+                              for v in verdicts], bool)
+        return BatchVerdicts(
+            np.array([_taker_batch.KINDS.index(v.kind.name) for v in verdicts], np.int8),
+            np.array([v.spi_i or 0 for v in verdicts], np.uint64),
+            np.array([v.spi_r or 0 for v in verdicts], np.uint64),
+            restarted, via_child,
+            [v.event for v in verdicts if isinstance(v.event, CheckLiveness)],
+        )
 
     def _plain_invalid_ike_spi(self, pair: Pair, now: float) -> Verdict:
         # RFC 7296 §2.21.4: a hint, never a state change; at most one liveness check at a time
@@ -407,31 +508,79 @@ class FailureDetector:
         # The token has been revealed in the clear: it is spent. Forget it, so duplicate
         # replies (liveness retransmissions) find no SA (spec case 37).
         self.table.remove(pair[0], pair[1])
+        self._forget(pair, now)
+        return PeerRestarted(pair[0], pair[1], source, now, via, self.policy.make_before_break)
+
+    def _forget(self, pair: Pair, now: float) -> None:
+        """A restart's bookkeeping once the token left the table: the pending request, the
+        children, and the dampening window of the SA's peer."""
         self._pending.pop(pair, None)
         self._forget_children(pair)
         self._born.pop(pair, None)
         peer = self._peer_key(pair)
         self._peer.pop(pair, None)
         if self.policy.dampening > 0:
-            old = self._dampened.get(peer)
-            self._seq += 1
-            since = old[0] if old is not None and old[1] > now else self._seq
-            self._dampened[peer] = (since, now + self.policy.dampening)
-        return PeerRestarted(pair[0], pair[1], source, now, via, self.policy.make_before_break)
+            self._dampen(peer, now)
+
+    def _dampen(self, peer: Hashable, now: float) -> None:
+        old = self._dampened.get(peer)
+        self._seq += 1
+        since = old[0] if old is not None and old[1] > now else self._seq
+        self._dampened[peer] = (since, now + self.policy.dampening)
 
     def poll(self) -> list[Event]:
         """Decisions that became due (held restarts whose delay expired) and cancellations of
         held restarts, oldest first. Events decided inside :meth:`receive` are not repeated
         here (they are in its :class:`Verdict`)."""
+        events, si, sr, held = self._poll()
+        return events + [
+            PeerRestarted(i, r, h.source, h.now, h.via, self.policy.make_before_break)
+            for i, r, h in zip(si.tolist(), sr.tolist(), held)
+        ]
+
+    def poll_many(self) -> tuple[list[Event], npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+        """:meth:`poll` with the restarts as arrays: (the other events, oldest first, then the
+        SPI-I and SPI-R of each SA to tear down now, in the order :meth:`poll` gives them)."""
+        events, si, sr, _ = self._poll(objects=False)
+        return events, si, sr
+
+    def _note_held(self, due: float) -> None:
+        """Bookkeeping for held decisions just added, all due at ``due``."""
+        self._held_min = min(self._held_min, due)
+        if due < self._held_last:
+            self._held_sorted = False
+        self._held_last = max(self._held_last, due)
+
+    def _poll(self, objects: bool = True
+              ) -> tuple[list[Event], npt.NDArray[np.uint64], npt.NDArray[np.uint64], list[_Due]]:
         now = self._now()
-        for pair, held in list(self._held.items()):
-            if held.due <= now:
+        si = sr = np.zeros(0, np.uint64)
+        fired: list[_Due] = []
+        if self._held and now >= self._held_min:
+            if self._held_sorted:
+                due = list(takewhile(lambda item: item[1].due <= now, self._held.items()))
+            else:
+                due = [(pair, h) for pair, h in self._held.items() if h.due <= now]
+            for pair, _ in due:
                 del self._held[pair]
-                if pair in self.table:
-                    self._events.append(self._restart(pair, held.source, held.via, now))
+            if not self._held:
+                self._held_min, self._held_last, self._held_sorted = math.inf, -math.inf, True
+            elif self._held_sorted:
+                self._held_min = next(iter(self._held.values())).due
+            else:
+                self._held_min = min((h.due for h in self._held.values()), default=math.inf)
+            if due:
+                both = np.array([pair for pair, _ in due], np.uint64).reshape(-1, 2)
+                live = self.table.contains_many(both[:, 0].copy(), both[:, 1].copy(), threads=1)
+                keep = np.flatnonzero(live)
+                si, sr = both[keep, 0].copy(), both[keep, 1].copy()
+                self.table.remove_many(si, sr)
+                self._forget_many([due[i][0] for i in keep.tolist()], now)
+                if objects:
+                    fired = [_Due(due[i][1].source, due[i][1].via, now) for i in keep.tolist()]
         self._expire_dampening(now)
         events, self._events = self._events, []
-        return events
+        return events, si, sr, fired
 
     def _expire_dampening(self, now: float) -> None:
         if any(until <= now for _, until in self._dampened.values()):

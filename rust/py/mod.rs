@@ -1,5 +1,6 @@
 //! PyO3 bindings: type conversion, GIL release and error mapping only. No logic lives here.
 
+mod aead;
 mod convert;
 mod detach;
 mod errors;
@@ -18,6 +19,8 @@ use pyo3::prelude::*;
 /// The native module `ikeqcd._core`. Users import from `ikeqcd`, never from here.
 #[pymodule(gil_used = false)]
 mod _core {
+    #[pymodule_export]
+    use super::aead::{aead_open_py, aead_seal_py};
     #[pymodule_export]
     use super::gate::PyMakerGate;
     #[pymodule_export]

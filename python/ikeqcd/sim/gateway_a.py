@@ -1,0 +1,496 @@
+"""Gateway A: the survivor, initiator of every tunnel, token taker.
+
+A establishes each tunnel (IKE_SA_INIT, then IKE_AUTH carrying its token inside a sealed SK
+payload), keeps traffic flowing, checks liveness after ``idle`` seconds without inbound
+traffic (seed issue 200), retransmits on the baseline's schedule, and judges the unprotected
+replies with its :class:`~ikeqcd.FailureDetector`. Every step works on the arrays of the
+tunnels that fall due together: one seal, one open, one table call per batch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from ikeqcd import _protect, wire
+from ikeqcd._core import SaTable, TokenMaker
+from ikeqcd._taker_batch import BatchVerdicts
+from ikeqcd.errors import MalformedMessage
+from ikeqcd.policy import TakerPolicy
+from ikeqcd.sim import codec
+from ikeqcd.sim.config import Baseline, SimConfig
+from ikeqcd.sim.gateway_b import GatewayB, Source
+from ikeqcd.sim.net import Net
+from ikeqcd.sim.world import (
+    AUTH_SENT,
+    CHECKING,
+    DOWN,
+    I64,
+    IDX_MASK,
+    INIT_SENT,
+    U64,
+    UP,
+    World,
+    k_of,
+)
+from ikeqcd.taker import (
+    CheckLiveness,
+    FailureDetector,
+    PeerRestarted,
+    RestartCancelled,
+    VerdictKind,
+)
+
+
+class GatewayA:
+    TRAFFIC_GROUPS = 50
+
+    def __init__(
+        self,
+        net: Net,
+        world: World,
+        cfg: SimConfig,
+        *,
+        qcd: bool,
+        policy: TakerPolicy,
+        schedule: Baseline,
+        token_maker: TokenMaker,
+        peer: GatewayB,
+    ) -> None:
+        self.net = net
+        self.w = world
+        self.cfg = cfg
+        self.qcd = qcd
+        self.schedule = schedule
+        self.token_maker = token_maker
+        self.peer = peer
+        self.detector = FailureDetector(
+            SaTable(), policy=policy if qcd else policy.with_(enabled=False), clock=net.now
+        )
+        n = world.n
+        # the liveness check in flight per tunnel (retransmissions are bitwise identical)
+        self.check_rows = np.zeros((n, codec.SEALED_MIN), np.uint8)
+        self.has_check = np.zeros(n, bool)
+        # the IKE_SA_INIT / IKE_AUTH request in flight per tunnel
+        self.est_dgram: npt.NDArray[np.object_] = np.full(n, None, object)
+        # make-before-break: the old SA to delete once the new one is up (0: none)
+        self.mbb_si = np.zeros(n, np.uint64)
+        self.mbb_sr = np.zeros(n, np.uint64)
+        self._fresh: list[I64] = []  # tunnels whose SA came up in this batch
+        self._answered: list[I64] = []  # tunnels whose liveness check was answered
+        self._rebuild: list[I64] = []  # tunnels to re-create at the end of this batch
+        self.cancelled = 0
+        # a mirror of the table's last-inbound time of each tunnel's current SA, never later
+        # than the table's: no UP tunnel can be due a liveness check before ``_due_floor``, so
+        # scans before then skip the table walk (the same SAs come out, at any scale)
+        self.tin = np.full(n, -math.inf)
+        self._due_floor = -math.inf
+        # traffic times are kept here and written to the table (touch_many, one call per
+        # distinct time) just before it is read: the table holds the same times when
+        # due_liveness walks it, without two table calls per tunnel per second
+        self.tout = np.full(n, -math.inf)
+        self.dirty_in = np.zeros(n, bool)
+        self.dirty_out = np.zeros(n, bool)
+        self._groups = [np.arange(g, n, self.TRAFFIC_GROUPS, dtype=np.int64) for g in range(self.TRAFFIC_GROUPS)]
+        net.register("A", self.receive)
+
+    # -- establishing tunnels -----------------------------------------------------------
+
+    def establish(self, ks: I64) -> None:
+        """Start IKE_SA_INIT for tunnels ``ks`` (new SPI-I each)."""
+        w = self.w
+        new = w.new_spi_i(ks)
+        w.spi_i[ks] = new
+        w.spi_r[ks] = 0
+        self.peer.refresh(ks)
+        w.state[ks] = INIT_SENT
+        self.dirty_in[ks] = False  # pending traffic times belonged to the old SA
+        self.dirty_out[ks] = False
+        msgs = codec.as_list(codec.plain_init(new, np.zeros(len(ks), np.uint64), response=False))
+        self._send_establishing(ks, msgs, INIT_SENT)
+
+    def _send_establishing(self, ks: I64, msgs: list[bytes], state: int) -> None:
+        """Send IKE_SA_INIT / IKE_AUTH requests and retransmit them on the same schedule as
+        liveness checks (RFC 7296 §2.1: only the initiator retransmits)."""
+        self.est_dgram[ks] = msgs
+        self.net.send("A", "B", msgs)
+        snap = self.w.spi_i[ks].copy()
+        self.net.at(self.net.now() + self.schedule.timeouts[0], self._est_timeout, ks, snap, state, 0)
+
+    def _est_timeout(self, ks: I64, snap: U64, state: int, attempt: int) -> None:
+        w = self.w
+        keep = (w.state[ks] == state) & (w.spi_i[ks] == snap)
+        ks, snap = ks[keep], snap[keep]
+        if not len(ks):
+            return
+        nxt = attempt + 1
+        if nxt < len(self.schedule.timeouts):
+            self.net.send("A", "B", self.est_dgram[ks].tolist())
+            self.net.at(self.net.now() + self.schedule.timeouts[nxt], self._est_timeout, ks, snap, state, nxt)
+        else:
+            self.establish(ks)  # start over with a new SA
+
+    def _init_responses(self, ks: I64, spi_i: U64, spi_r: U64) -> tuple[I64, list[bytes]]:
+        """IKE_SA_INIT answered: derive the SA key, send IKE_AUTH with A's token."""
+        w = self.w
+        ok = (w.state[ks] == INIT_SENT) & (w.spi_i[ks] == spi_i)
+        ks, spi_i, spi_r = ks[ok], spi_i[ok], spi_r[ok]
+        w.spi_r[ks] = spi_r
+        self.peer.refresh(ks)
+        keys = codec.new_keys(len(ks))
+        w.a_key[ks] = keys
+        w.state[ks] = AUTH_SENT
+        w.mid[ks] = 2
+        if self.qcd:  # seed issue 198: the initiator's token matters too
+            inner = codec.qcd_notifies(self.token_maker.tokens(spi_i, spi_r, threads=1))
+            rows = codec.seal(keys, spi_i, spi_r, exchange=wire.EXCHANGE_IKE_AUTH, message_id=1,
+                              initiator=True, response=False, inner_next=wire.PAYLOAD_NOTIFY, inner=inner)
+        else:
+            rows = codec.seal(keys, spi_i, spi_r, exchange=wire.EXCHANGE_IKE_AUTH, message_id=1,
+                              initiator=True, response=False)
+        return ks, codec.as_list(rows)
+
+    def _auth_responses(self, ks: I64, spi_i: U64, spi_r: U64, has: npt.NDArray[np.bool_],
+                        tokens: npt.NDArray[np.uint8]) -> None:
+        w = self.w
+        ok = w.state[ks] == AUTH_SENT
+        ks, spi_i, spi_r, has, tokens = ks[ok], spi_i[ok], spi_r[ok], has[ok], tokens[ok]
+        if not len(ks):
+            return
+        # no token: still track traffic on the SA (a placeholder never matches)
+        tokens[~has] = np.frombuffer(os.urandom(32 * int((~has).sum())), np.uint8).reshape(-1, 32)
+        self.detector.tokens_received(spi_i, spi_r, tokens)
+        self.tin[ks] = self.net.now()  # the insertion time counts as the last traffic
+        self.tout[ks] = self.net.now()
+        self._due_floor = min(self._due_floor, self.net.now() + self.cfg.idle)
+        w.state[ks] = UP
+        self.est_dgram[ks] = None
+        self._fresh.append(ks)  # traffic starts now in both directions (flushed per batch)
+        back = ~np.isnan(w.detect_t[ks]) & np.isnan(w.back_t[ks])
+        w.back_t[ks[back]] = self.net.now()
+        old = ks[self.mbb_si[ks] != 0]
+        if len(old):  # make-before-break: the new SA is up, now delete the old one
+            self.detector.sas_deleted(self.mbb_si[old], self.mbb_sr[old])
+            self.mbb_si[old] = 0
+            self.mbb_sr[old] = 0
+
+    # -- traffic and liveness -----------------------------------------------------------
+
+    def traffic(self, items: list[tuple[float, int]]) -> None:
+        """Each tunnel sends a packet every traffic interval (tunnels are spread over
+        ``TRAFFIC_GROUPS`` phases, one quiet event per group); the peer answers if it has the
+        SA. ESP is bookkeeping here: the IKE messages are the real ones. The groups due
+        together are handled as one array (in chunks where no group repeats)."""
+        start = 0
+        seen: set[int] = set()
+        for i, (_, g) in enumerate(items):
+            if g in seen:
+                self._traffic(items[start:i])
+                start, seen = i, set()
+            seen.add(g)
+        self._traffic(items[start:])
+
+    def _traffic(self, items: list[tuple[float, int]]) -> None:
+        w = self.w
+        parts = [self._groups[g] for _, g in items]
+        lens = np.fromiter(map(len, parts), np.int64, len(parts))
+        ks = np.concatenate(parts)
+        tt = np.repeat(np.fromiter((t for t, _ in items), float, len(items)), lens)
+        item = np.repeat(np.arange(len(items)), lens)
+        st = w.state[ks]
+        live = (st == UP) | (st == CHECKING)
+        ks, tt, item = ks[live], tt[live], item[live]
+        self.tout[ks] = tt
+        self.dirty_out[ks] = True
+        back = self.peer.knows_many(ks)
+        ks, tt, item = ks[back], tt[back], item[back]
+        loss = self.cfg.path_loss("B", "A")
+        if loss > 0:  # one draw per answer, in group order (as one group at a time)
+            keep = self.net.rng.random(len(ks)) >= loss
+            ks, tt, item = ks[keep], tt[keep], item[keep]
+        cuts = np.searchsorted(item, np.arange(len(items) + 1))
+        for i, (t, g) in enumerate(items):
+            a, b = cuts[i], cuts[i + 1]
+            if b > a:
+                k = ks[a:b]
+                self.net.quiet(t + self.cfg.rtt, self._inbound, (g, k, self.w.spi_i[k], self.w.spi_r[k]))
+            self.net.quiet(t + self.cfg.traffic_interval, self.traffic, g)
+
+    def _inbound(self, items: list[tuple[float, tuple[int, I64, U64, U64]]]) -> None:
+        if len({g for _, (g, _, _, _) in items}) != len(items):
+            for one in items:  # a group twice: one at a time, later times last
+                self._inbound([one])
+            return
+        ks = np.concatenate([k for _, (_, k, _, _) in items])
+        si = np.concatenate([i for _, (_, _, i, _) in items])
+        sr = np.concatenate([r for _, (_, _, _, r) in items])
+        tt = np.repeat(np.fromiter((t for t, _ in items), float, len(items)),
+                       np.fromiter((len(k) for _, (_, k, _, _) in items), np.int64, len(items)))
+        same = (self.w.spi_i[ks] == si) & (self.w.spi_r[ks] == sr)
+        ks = ks[same]
+        self.tin[ks] = tt[same]
+        self.dirty_in[ks] = True
+
+    def scan(self) -> None:
+        w = self.w
+        now = self.net.now()
+        if now + 0.002 >= self._due_floor:  # (2 ms: the table's millisecond ticks)
+            self.sync_table()
+            si, _sr = self.detector.due_liveness(now, idle=self.cfg.idle)
+            if len(si):
+                ks = (si & np.uint64(IDX_MASK)).astype(np.int64)
+                ks = np.sort(ks[(w.state[ks] == UP) & (w.spi_i[ks] == si)])  # table order is random
+                self.start_checks(ks[: self.cfg.max_checks_per_scan])
+            up = self.tin[w.state == UP]
+            self._due_floor = float(up.min()) + self.cfg.idle if len(up) else math.inf
+        self._poll()
+        self.net.at(now + self.cfg.scan_interval, self.scan)
+
+    def start_checks(self, ks: I64) -> None:
+        if not len(ks):
+            return
+        w = self.w
+        mids = w.mid[ks].copy()
+        w.mid[ks] = mids + 1
+        si, sr = w.spi_i[ks], w.spi_r[ks]
+        rows = codec.seal(w.a_key[ks], si, sr, exchange=wire.EXCHANGE_INFORMATIONAL,
+                          message_id=mids, initiator=True, response=False)
+        self.check_rows[ks] = rows
+        self.has_check[ks] = True
+        self.detector.requests_sent(si, sr, mids)
+        w.state[ks] = CHECKING
+        w.attempt[ks] = 0
+        self.net.send("A", "B", codec.as_list(rows))
+        self.net.at(self.net.now() + self.schedule.timeouts[0], self._timeout, ks, 0)
+
+    def check_datagrams(self, ks: I64) -> list[bytes]:
+        """The liveness requests in flight on tunnels ``ks`` (those that have one)."""
+        return codec.as_list(self.check_rows[ks[self.has_check[ks]]])
+
+    def _timeout(self, ks: I64, attempt: int) -> None:
+        w = self.w
+        ks = ks[(w.state[ks] == CHECKING) & (w.attempt[ks] == attempt)]
+        if not len(ks):
+            return
+        nxt = attempt + 1
+        if nxt < len(self.schedule.timeouts):
+            w.attempt[ks] = nxt
+            # RFC 7296 §2.1: retransmissions are bitwise identical (spec case 44)
+            self.net.send("A", "B", codec.as_list(self.check_rows[ks]))
+            self.net.at(self.net.now() + self.schedule.timeouts[nxt], self._timeout, ks, nxt)
+            return
+        self.down(ks, "timeout")  # gave up: the peer is declared dead (RFC 7296 §2.4)
+
+    def down(self, ks: I64, via: str) -> None:
+        """Tear tunnels ``ks`` down (in this order) and re-create them."""
+        w = self.w
+        if not w.distinct(ks):
+            _, first = np.unique(ks, return_index=True)
+            ks = ks[np.sort(first)]
+        ks = ks[w.state[ks] != DOWN]
+        if not len(ks):
+            return
+        now = self.net.now()
+        w.detect_t[ks] = np.where(np.isnan(w.detect_t[ks]), now, w.detect_t[ks])
+        si, sr = w.spi_i[ks], w.spi_r[ks]
+        if self.peer.alive:  # the peer still had this SA: a healthy tunnel was torn down
+            w.wrong += int(((self.peer.si[ks] == si) & (self.peer.sr[ks] == sr) & (sr != 0)).sum())
+        self.has_check[ks] = False
+        w.state[ks] = DOWN
+        w.rebuilds[ks] += 1
+        if self.detector.policy.make_before_break and via != "timeout":
+            self.mbb_si[ks], self.mbb_sr[ks] = si, sr
+        else:
+            self.detector.sas_deleted(si, sr)
+        if not self._rebuild:
+            self.net.at(now, self._flush)
+        self._rebuild.append(ks)
+
+    def _flush(self) -> None:
+        """Batch work collected while handling one batch of events or datagrams."""
+        now = self.net.now()
+        if self._rebuild:
+            ks = np.concatenate(self._rebuild)
+            self._rebuild = []
+            self.establish(ks)
+        for lists, both in ((self._fresh, True), (self._answered, False)):
+            if lists:
+                ks = np.concatenate(lists)
+                lists.clear()
+                self.tin[ks] = now
+                self.dirty_in[ks] = True
+                self._due_floor = min(self._due_floor, now + self.cfg.idle)
+                if both:
+                    self.tout[ks] = now
+                    self.dirty_out[ks] = True
+
+    def sync_table(self) -> None:
+        """Write the pending traffic times of the tunnels' current SAs to the table."""
+        tab = self.detector.table
+        w = self.w
+        for times, dirty, inbound in ((self.tout, self.dirty_out, False), (self.tin, self.dirty_in, True)):
+            ks = np.flatnonzero(dirty)
+            if not len(ks):
+                continue
+            dirty[ks] = False
+            t = times[ks]
+            order = np.argsort(t, kind="stable")
+            ks, t = ks[order], t[order]
+            cuts = np.flatnonzero(np.diff(t)) + 1
+            for part in np.split(np.arange(len(ks)), cuts):
+                sel = ks[part]
+                tab.touch_many(w.spi_i[sel], w.spi_r[sel], float(t[part[0]]), inbound=inbound)
+
+    def _poll(self) -> None:
+        events, si, _sr = self.detector.poll_many()
+        self.handle_events(events)
+        if len(si):  # held restarts that became due, in order
+            ks = (si & np.uint64(IDX_MASK)).astype(np.int64)
+            ks = ks[self.w.spi_i[ks] == si]
+            if len(ks):
+                self.down(ks, "invalid_ike_spi")
+
+    def handle_events(self, events: Sequence[object]) -> None:
+        w = self.w
+        restarted: list[tuple[int, str]] = []
+        for ev in events:
+            if isinstance(ev, PeerRestarted):
+                restarted.append((ev.spi_i, ev.via))
+                continue
+            self._restarts(restarted)
+            restarted = []
+            if isinstance(ev, CheckLiveness):
+                k = k_of(ev.spi_i)
+                if w.state[k] == UP and int(w.spi_i[k]) == ev.spi_i:
+                    self.start_checks(np.array([k], np.int64))
+            elif isinstance(ev, RestartCancelled):
+                self.cancelled += 1
+        self._restarts(restarted)
+
+    def _restarts_now(self, judged: BatchVerdicts) -> None:
+        rows = np.flatnonzero(judged.restarted)
+        si = judged.spi_i[rows]
+        ks = (si & np.uint64(IDX_MASK)).astype(np.int64)
+        ks = ks[self.w.spi_i[ks] == si]
+        if len(ks):
+            self.down(ks, "invalid_ike_spi")
+
+    def _restarts(self, restarted: list[tuple[int, str]]) -> None:
+        if not restarted:
+            return
+        si = np.fromiter((s for s, _ in restarted), np.uint64, len(restarted))
+        ks = (si & np.uint64(IDX_MASK)).astype(np.int64)
+        mine = self.w.spi_i[ks] == si
+        ks = ks[mine]
+        via = [v for (_, v), m in zip(restarted, mine.tolist()) if m]
+        # tunnels go down in event order; ``via`` only matters as "timeout" or not
+        if len(ks):
+            self.down(ks, via[0])
+
+    # -- receiving ----------------------------------------------------------------------
+
+    def receive(self, datagrams: list[bytes], sources: list[Source]) -> None:
+        w = self.w
+        h = codec.headers(datagrams)
+        ks = (h.spi_i & np.uint64(IDX_MASK)).astype(np.int64)
+        # one message per tunnel in a batch (B's answers to one of A's sends): tunnels are
+        # then independent and the batch path is exact; anything else goes one at a time
+        if not (h.fast & (ks < w.n)).all() or not w.distinct(ks):
+            self._receive_one_by_one(datagrams, sources)
+            return
+        response = (h.flags & wire.FLAG_R) != 0
+        init = (h.exchange == wire.EXCHANGE_IKE_SA_INIT) & response & (h.next != wire.PAYLOAD_NOTIFY)
+        sk = ~init & response & (h.next == wire.PAYLOAD_SK)
+        sk &= (w.spi_i[ks] == h.spi_i) & (w.spi_r[ks] == h.spi_r)
+        sealed_sk = ~init & response & (h.next == wire.PAYLOAD_SK)  # (mismatched SPIs: dropped)
+        others = np.flatnonzero(~init & ~sealed_sk)
+        auth_ks, out = self._init_responses(*(a[init] for a in (ks, h.spi_i, h.spi_r)))
+        for length in np.unique(h.length[sk]).tolist():
+            idx = np.flatnonzero(sk & (h.length == length))
+            k = ks[idx]
+            ok, inner_next, inner = codec.open_sealed(w.a_key[k], codec.gather(datagrams, idx, length))
+            idx, k, inner_next, inner = idx[ok], k[ok], inner_next[ok], inner[ok]
+            auth = h.exchange[idx] == wire.EXCHANGE_IKE_AUTH
+            if auth.any():
+                has, toks = codec.tokens_in(inner_next[auth], inner[auth])
+                a = idx[auth]
+                self._auth_responses(k[auth], h.spi_i[a], h.spi_r[a], has, toks)
+            o = idx[~auth]
+            if len(o):
+                ko = k[~auth]
+                self.detector.responses_received(h.spi_i[o], h.spi_r[o], h.message_id[o])
+                checking = ko[w.state[ko] == CHECKING]
+                w.state[checking] = UP
+                self.has_check[checking] = False
+                self._answered.append(ko)
+        judged = self.detector.judge_many(codec.pick(datagrams, others), codec.pick(sources, others))
+        if judged.restarted.any():  # PeerRestarted now (rfc6290), in datagram order
+            self._restarts_now(judged)
+        if judged.checks:
+            self.handle_events(judged.checks)
+        deferred = judged.deferred
+        self._after_receive(deferred, auth_ks, out)
+
+    def _after_receive(self, deferred: bool, auth_ks: I64, out: list[bytes]) -> None:
+        if deferred:  # one poll for the batch, when its held decisions become due
+            self.net.at(self.net.now() + self.detector.policy.accept_delay, self._poll)
+        if out:
+            self._send_establishing(auth_ks, out, AUTH_SENT)
+        self._flush()
+
+    def _receive_one_by_one(self, datagrams: list[bytes], sources: list[Source]) -> None:
+        """The same decisions as :meth:`receive`, one datagram at a time (batches that are not
+        one message per tunnel: the attacker's replays, malformed input)."""
+        w = self.w
+        out: list[bytes] = []
+        auth_ks: list[int] = []
+        deferred = False
+        for d, src in zip(datagrams, sources):
+            try:
+                h = wire.parse_header(d)
+            except MalformedMessage:
+                continue
+            k = k_of(h.spi_i)
+            one = np.array([k], np.int64)
+            if k >= w.n:
+                self.detector.receive(d, src)
+                continue
+            if h.exchange == wire.EXCHANGE_IKE_SA_INIT and h.response and h.next_payload != wire.PAYLOAD_NOTIFY:
+                got, msgs = self._init_responses(one, np.array([h.spi_i], np.uint64), np.array([h.spi_r], np.uint64))
+                auth_ks.extend(got.tolist())
+                out.extend(msgs)
+                continue
+            if h.next_payload == wire.PAYLOAD_SK and h.response:
+                if int(w.spi_i[k]) != h.spi_i or int(w.spi_r[k]) != h.spi_r:
+                    continue
+                try:
+                    _, inner_next, inner = _protect.open_sealed(bytes(w.a_key[k]), d)
+                except _protect.Unreadable:
+                    continue
+                if h.exchange == wire.EXCHANGE_IKE_AUTH:
+                    token = b""
+                    for nt in _protect.inner_notifies(inner_next, inner):
+                        if nt.notify_type == wire.NOTIFY_QCD_TOKEN:
+                            token = nt.data
+                    toks = np.zeros((1, 32), np.uint8)
+                    if len(token) == 32:
+                        toks[0] = np.frombuffer(token, np.uint8)
+                    self._auth_responses(one, np.array([h.spi_i], np.uint64), np.array([h.spi_r], np.uint64),
+                                         np.array([len(token) == 32]), toks)
+                else:
+                    self.detector.response_received(h.spi_i, h.spi_r, h.message_id)
+                    if w.state[k] == CHECKING:
+                        w.state[k] = UP
+                        self.has_check[k] = False
+                    self._answered.append(one)
+                continue
+            verdict = self.detector.receive(d, src)
+            if verdict.event is not None:  # PeerRestarted now, or CheckLiveness
+                self.handle_events([verdict.event])
+            elif verdict.kind is VerdictKind.DEFERRED:
+                deferred = True
+        self._after_receive(deferred, np.array(auth_ks, np.int64), out)
