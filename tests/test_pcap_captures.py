@@ -51,7 +51,9 @@ def capture(
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender.bind(("127.0.0.1", 0))
     sport = sender.getsockname()[1]
-    expr = f"udp and port {sport}"
+    # only what our socket sends: a stray datagram to its (reused) port from another process
+    # on a busy machine must not enter the file
+    expr = f"udp and src port {sport}"
     # tcpdump takes the filter as trailing words; dumpcap and tshark as -f
     argv = [*tool, "-w", str(out), *([expr] if "tcpdump" in tool[0] else ["-f", expr])]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
