@@ -92,6 +92,10 @@ class SimConfig:
     seed: int = 1
     attack: Literal["standby-replay"] | None = None
     attack_at: float = 20.0
+    cluster: int | None = None
+    """With the attack: run the cluster-gate mode on a real live-SA store
+    (:mod:`ikeqcd.sim.cluster`: a Redis/Valkey server on loopback) with this many nodes,
+    2..16 (B, the standby S and N-2 load-sharing peers); None: the in-process gate."""
     transport: Literal["virtual", "udp"] = "virtual"
     time_scale: float = 0.02
     max_checks_per_scan: int = 100_000
@@ -134,6 +138,14 @@ class SimConfig:
             raise InvalidArgument(f"time_scale must be in (0, 10], got {self.time_scale!r}")
         if self.attack not in (None, "standby-replay"):
             raise InvalidArgument(f"unknown attack {self.attack!r}: use standby-replay")
+        if self.cluster is not None:
+            if isinstance(self.cluster, bool) or not isinstance(self.cluster, int) or not 2 <= self.cluster <= 16:
+                raise InvalidArgument(f"cluster must be 2..16 nodes, got {self.cluster!r}")
+            if self.attack is None or "rfc6290" not in self.policies:
+                raise InvalidArgument(
+                    "cluster runs the cluster-gate mode of the attack: it needs "
+                    "attack='standby-replay' and the rfc6290 policy"
+                )
 
     def path_loss(self, src: str, dst: str) -> float:
         """The loss probability of datagrams from ``src`` to ``dst``."""

@@ -3,9 +3,11 @@ modes of a run, and :func:`simulate`."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import os
+import re
 import resource
 import tempfile
 import time
@@ -17,8 +19,11 @@ import numpy as np
 import numpy.typing as npt
 
 from ikeqcd import wire
+from ikeqcd.cluster import secret_fingerprint
+from ikeqcd.errors import ClusterUnavailable
 from ikeqcd.policy import MakerPolicy, TakerPolicy
 from ikeqcd.secret import SecretStore
+from ikeqcd.sim import cluster as simcluster
 from ikeqcd.sim import codec
 from ikeqcd.sim.config import Baseline, SimConfig
 from ikeqcd.sim.gateway_a import GatewayA
@@ -32,17 +37,22 @@ __all__ = ["modes_for", "simulate"]
 
 class Attacker:
     """Sees SPIs and A's requests, can spoof packets to the standby and to A, captures the
-    standby's replies (seed slides, issue 202)."""
+    standby's replies (seed slides, issue 202). With ``targets`` (a cluster), its requests go
+    round robin to every node that answers for the shared secret but does not hold the SAs."""
 
-    def __init__(self, net: Net, world: World) -> None:
+    def __init__(self, net: Net, world: World, targets: tuple[str, ...] = ("S",)) -> None:
         self.net = net
         self.w = world
+        self.targets = targets
         self.captured = 0
         self.injected = 0
         net.register("attacker", self.receive)
 
     def ask_standby(self, datagrams: list[bytes]) -> None:
-        self.net.send("attacker", "S", datagrams, delay=self.net.cfg.rtt / 8)
+        n = len(self.targets)
+        for j, target in enumerate(self.targets):
+            self.net.send("attacker", target, datagrams if n == 1 else datagrams[j::n],
+                          delay=self.net.cfg.rtt / 8)
 
     def receive(self, datagrams: list[bytes], sources: list[tuple[str, int]]) -> None:
         # every reply from the standby is replayed to A at once, spoofed as B
@@ -80,6 +90,25 @@ def _run_mode(
     progress: Callable[[str, float, float], None] | None = None,
     capture: list[tuple[float, str, str, bytes]] | None = None,
 ) -> ModeResult:
+    with contextlib.ExitStack() as stack:
+        return _run_mode_in(cfg, mode, qcd=qcd, policy_name=policy_name, schedule=schedule,
+                            workdir=workdir, cluster_gate=cluster_gate, progress=progress,
+                            capture=capture, stack=stack)
+
+
+def _run_mode_in(
+    cfg: SimConfig,
+    mode: str,
+    *,
+    qcd: bool,
+    policy_name: str | None,
+    schedule: Baseline,
+    workdir: Path,
+    cluster_gate: bool,
+    progress: Callable[[str, float, float], None] | None,
+    capture: list[tuple[float, str, str, bytes]] | None,
+    stack: contextlib.ExitStack,
+) -> ModeResult:
     t_wall = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
     net: Net = VirtualNet(cfg, rng) if cfg.transport == "virtual" else UdpNet(cfg, rng)
@@ -95,7 +124,7 @@ def _run_mode(
         maker_policy = MakerPolicy()
         world.spread_peers()
 
-    slug = mode.replace("/", "_").replace("+", "_")
+    slug = re.sub(r"[^A-Za-z0-9._-]", "_", mode)
     store_b = workdir / f"{slug}-b" / "qcd.secret"
     secret_b = SecretStore(store_b)
     secret_b.load_or_create()
@@ -106,8 +135,15 @@ def _run_mode(
     capable = None
     if qcd and cfg.qcd_fraction < 1.0:  # its own generator: the scenario's draws stay the same
         capable = np.random.default_rng([cfg.seed, 6290]).random(cfg.sas) < cfg.qcd_fraction
+    stores = None  # the cluster's live-SA store per node (cfg.cluster), and its counters then
+    counted: dict[str, dict[str, int]] = {}
+    if cluster_gate and cfg.cluster is not None:
+        stores = stack.enter_context(simcluster.sim_cluster(cfg.cluster, secret_fingerprint(secret_b)))
+        counted = simcluster.counters_now(stores)
+        t_wall = time.perf_counter()  # the mode's wall time starts once the store is up
     b = GatewayB("B", net, world, store_b, qcd=qcd, maker_policy=maker_policy, capable=capable,
-                 rebuild_rate=cfg.rebuild_rate)
+                 rebuild_rate=cfg.rebuild_rate, cluster_live=None if stores is None else stores["B"],
+                 publish=None if stores is None else stores["B"])
     a = GatewayA(
         net, world, cfg, qcd=qcd, policy=policy, schedule=schedule, token_maker=sa.maker(), peer=b
     )
@@ -119,18 +155,21 @@ def _run_mode(
 
     standby: GatewayB | None = None
     attacker: Attacker | None = None
+    others: list[GatewayB] = []  # the standby, then the load-sharing peers of a cluster store
     if cfg.attack is not None:
-        store_s = workdir / f"{slug}-s" / "qcd.secret"
-        SecretStore.import_to(store_s, secret_b.export_bytes())  # the cluster shares B's secret
-        if cluster_gate:
-            def gate(i: int, r: int) -> bool:  # the cluster's view of live SAs (RFC 6290 §9.2)
-                return b.knows(k_of(i), i, r)
+        def gate(i: int, r: int) -> bool:  # the cluster's view of live SAs (RFC 6290 §9.2)
+            return b.knows(k_of(i), i, r)
 
-            standby = GatewayB("S", net, world, store_s, qcd=True, maker_policy=maker_policy, cluster_live=gate)
-        else:
-            standby = GatewayB("S", net, world, store_s, qcd=True, maker_policy=maker_policy)
-        standby.peer = "attacker"
-        attacker = Attacker(net, world)
+        names = ["S"] if stores is None else [n for n in stores if n != "B"]
+        for name in names:
+            store_s = workdir / f"{slug}-{name.lower()}" / "qcd.secret"
+            SecretStore.import_to(store_s, secret_b.export_bytes())  # the cluster shares B's secret
+            live = (stores[name] if stores is not None else gate) if cluster_gate else None
+            node = GatewayB(name, net, world, store_s, qcd=True, maker_policy=maker_policy, cluster_live=live)
+            node.peer = "attacker"
+            others.append(node)
+        standby = others[0]
+        attacker = Attacker(net, world, tuple(names))
 
     # staging in chunks so that batches stay bounded
     chunk = 5000
@@ -192,10 +231,11 @@ def _run_mode(
     for r, c in b.plain.counters.items():
         if c:
             responder_counts[f"plain:{r.name}"] = c
-    if standby is not None:
-        for r, c in standby.responder.counters.items():
+    for node in others:
+        who = "standby" if node is standby else node.name
+        for r, c in node.responder.counters.items():
             if c:
-                responder_counts[f"standby:{r.name}"] = c
+                responder_counts[f"{who}:{r.name}"] = c
     return ModeResult(
         mode=mode,
         qcd=qcd,
@@ -220,6 +260,7 @@ def _run_mode(
         back_times=back.tolist(),
         inits_dropped=b.init_dropped,
         datagrams_per_s=net.count / wall if wall > 0 else 0.0,
+        cluster_store=None if stores is None else simcluster.counters_since(stores, counted),
     )
 
 
@@ -230,7 +271,10 @@ def modes_for(cfg: SimConfig) -> list[tuple[str, bool, str | None, str, bool]]:
         out.append((f"qcd/{p}", True, p, cfg.baseline, False))
     if cfg.attack is not None:
         if "rfc6290" in cfg.policies:
-            out.append(("qcd/rfc6290+cluster-gate", True, "rfc6290", cfg.baseline, True))
+            name = "qcd/rfc6290+cluster-gate"
+            if cfg.cluster is not None:
+                name = f"qcd/rfc6290+cluster({cfg.cluster} nodes, {simcluster.server_kind()})"
+            out.append((name, True, "rfc6290", cfg.baseline, True))
         return out
     for bl in cfg.baselines:
         out.append((f"no-qcd/{bl}", False, None, bl, False))
@@ -246,6 +290,10 @@ def simulate(
     """Run every mode of the scenario and return the figures."""
     cfg = cfg or SimConfig()
     cfg.validate()
+    if cfg.cluster is not None:  # before any work: a server binary and the client are here
+        problem = simcluster.store_problem()
+        if problem is not None:
+            raise ClusterUnavailable(problem, reason="store")
     # millions of small dict entries (the detector's pending requests) make the cyclic
     # collector walk the whole heap again and again; the simulator creates no cycles
     gc_was_on = gc.isenabled()
