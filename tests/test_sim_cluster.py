@@ -44,6 +44,20 @@ def test_the_store_gate_tears_down_no_healthy_sa_and_no_gate_does() -> None:
 
 
 @needs_server
+def test_over_udp_the_store_is_up_before_the_clock_starts() -> None:
+    """Real sockets in scaled real time: the store's start and settling (a wall-clock lease)
+    must not eat into the scenario's simulated seconds (staging, then the attack)."""
+    pytest.importorskip("redis", reason="the redis client (pip install 'ikeqcd[cluster]')")
+    report = simulate(SimConfig(sas=200, attack="standby-replay", cluster=2, policies=("rfc6290",),
+                                transport="udp", time_scale=0.01))
+    plain, gated = report.results
+    assert plain.wrongly_torn_down > 0 and gated.wrongly_torn_down == 0
+    assert gated.cluster_store is not None
+    assert gated.cluster_store["S"]["checks"] > 0 and gated.cluster_store["all"]["fail_closed"] == 0
+    assert gated.responder.get("standby:LIVE_SA", 0) > 0
+
+
+@needs_server
 def test_cli_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("redis", reason="the redis client (pip install 'ikeqcd[cluster]')")
     argv = ["simulate", "--attack", "standby-replay", "--cluster", "2", "--sas", "200",

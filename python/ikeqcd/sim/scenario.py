@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +32,9 @@ from ikeqcd.sim.gateway_b import GatewayB
 from ikeqcd.sim.net import Net, UdpNet, VirtualNet
 from ikeqcd.sim.report import ModeResult, SimReport, percentile, write_capture
 from ikeqcd.sim.world import IDX_MASK, UP, World, k_of
+
+if TYPE_CHECKING:
+    from ikeqcd.cluster import LiveSaStore
 
 __all__ = ["modes_for", "simulate"]
 
@@ -91,9 +95,18 @@ def _run_mode(
     capture: list[tuple[float, str, str, bytes]] | None = None,
 ) -> ModeResult:
     with contextlib.ExitStack() as stack:
+        stores = None  # the cluster's live-SA store per node (cfg.cluster), up before the clock
+        if cluster_gate and cfg.cluster is not None:
+            secret_b = SecretStore(workdir / f"{_slug(mode)}-b" / "qcd.secret")
+            secret_b.load_or_create()  # B's, which the cluster shares
+            stores = stack.enter_context(simcluster.sim_cluster(cfg.cluster, secret_fingerprint(secret_b)))
         return _run_mode_in(cfg, mode, qcd=qcd, policy_name=policy_name, schedule=schedule,
                             workdir=workdir, cluster_gate=cluster_gate, progress=progress,
-                            capture=capture, stack=stack)
+                            capture=capture, stores=stores)
+
+
+def _slug(mode: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", mode)
 
 
 def _run_mode_in(
@@ -107,9 +120,10 @@ def _run_mode_in(
     cluster_gate: bool,
     progress: Callable[[str, float, float], None] | None,
     capture: list[tuple[float, str, str, bytes]] | None,
-    stack: contextlib.ExitStack,
+    stores: dict[str, LiveSaStore] | None,
 ) -> ModeResult:
     t_wall = time.perf_counter()
+    counted = {} if stores is None else simcluster.counters_now(stores)
     rng = np.random.default_rng(cfg.seed)
     net: Net = VirtualNet(cfg, rng) if cfg.transport == "virtual" else UdpNet(cfg, rng)
     world = World(cfg.sas, rng)
@@ -124,7 +138,7 @@ def _run_mode_in(
         maker_policy = MakerPolicy()
         world.spread_peers()
 
-    slug = re.sub(r"[^A-Za-z0-9._-]", "_", mode)
+    slug = _slug(mode)
     store_b = workdir / f"{slug}-b" / "qcd.secret"
     secret_b = SecretStore(store_b)
     secret_b.load_or_create()
@@ -135,12 +149,6 @@ def _run_mode_in(
     capable = None
     if qcd and cfg.qcd_fraction < 1.0:  # its own generator: the scenario's draws stay the same
         capable = np.random.default_rng([cfg.seed, 6290]).random(cfg.sas) < cfg.qcd_fraction
-    stores = None  # the cluster's live-SA store per node (cfg.cluster), and its counters then
-    counted: dict[str, dict[str, int]] = {}
-    if cluster_gate and cfg.cluster is not None:
-        stores = stack.enter_context(simcluster.sim_cluster(cfg.cluster, secret_fingerprint(secret_b)))
-        counted = simcluster.counters_now(stores)
-        t_wall = time.perf_counter()  # the mode's wall time starts once the store is up
     b = GatewayB("B", net, world, store_b, qcd=qcd, maker_policy=maker_policy, capable=capable,
                  rebuild_rate=cfg.rebuild_rate, cluster_live=None if stores is None else stores["B"],
                  publish=None if stores is None else stores["B"])
