@@ -7,9 +7,11 @@ need one skip, saying why, only when no server binary can be found.
 from __future__ import annotations
 
 import json
+import secrets
+from pathlib import Path
 
 import pytest
-from ikeqcd._redis_server import find_server_binary
+from ikeqcd._redis_server import RedisServer, find_server_binary
 from ikeqcd.cli import main
 from ikeqcd.errors import ClusterUnavailable, InvalidArgument
 from ikeqcd.sim import SimConfig, simulate
@@ -74,6 +76,35 @@ def test_cli_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert "+cluster(2 nodes, " in text and "live-SA store: " in text and "0 failed closed" in text
 
 
+@needs_server
+def test_cluster_url_uses_an_existing_server_with_a_password_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    redis = pytest.importorskip("redis", reason="the redis client (pip install 'ikeqcd[cluster]')")
+    monkeypatch.delenv("IKEQCD_CLUSTER_PASSWORD", raising=False)
+    pw = tmp_path / "store.pw"
+    pw.write_text("s3cret-" + secrets.token_hex(8) + "\n")
+    pw.chmod(0o600)
+    with RedisServer() as server:
+        admin = redis.Redis.from_url(server.url)
+        admin.config_set("requirepass", pw.read_text().strip())
+        admin.close()
+        argv = ["simulate", "--attack", "standby-replay", "--cluster", "3", "--sas", "200",
+                "--policy", "rfc6290", "--cluster-url", server.url, "--no-progress", "--json"]
+        assert main([*argv, "--cluster-password-file", str(pw)]) == 0
+        out = json.loads(capsys.readouterr().out)
+        rows = {r["mode"]: r for r in out["results"]}
+        gated = rows[f"qcd/rfc6290+cluster(3 nodes, store at {server.url})"]
+        assert gated["wrongly_torn_down"] == 0 and rows["qcd/rfc6290"]["wrongly_torn_down"] > 0
+        assert gated["cluster_store"]["all"]["checks"] > 0
+        assert gated["cluster_store"]["all"]["fail_closed"] == 0
+        assert pw.read_text().strip() not in json.dumps(out)  # never in the output
+        # without the password: one clear line, exit 1, no traceback
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("ikeqcd simulate: error: ") and "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     ("extra", "says"),
     [
@@ -81,6 +112,9 @@ def test_cli_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
         (["--cluster", "3", "--attack", "standby-replay", "--policy", "hardened"], "--cluster: "),
         (["--cluster", "1", "--attack", "standby-replay"], "argument --cluster"),
         (["--cluster", "17", "--attack", "standby-replay"], "argument --cluster"),
+        (["--cluster-url", "redis://127.0.0.1:9/0"], "argument --cluster-url: needs --cluster"),
+        (["--cluster", "2", "--attack", "standby-replay", "--cluster-url", "redis://u:pw@127.0.0.1:9/0"],
+         "argument --cluster-url"),
     ],
 )
 def test_cli_refuses_bad_cluster_options(extra: list[str], says: str,

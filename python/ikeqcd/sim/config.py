@@ -96,6 +96,10 @@ class SimConfig:
     """With the attack: run the cluster-gate mode on a real live-SA store
     (:mod:`ikeqcd.sim.cluster`: a Redis/Valkey server on loopback) with this many nodes,
     2..16 (B, the standby S and N-2 load-sharing peers); None: the in-process gate."""
+    cluster_url: str | None = None
+    """With ``cluster``: the existing Redis/Valkey server to use (``redis://HOST:PORT/DB``,
+    no password in it: that is :func:`~ikeqcd.sim.simulate`'s ``cluster_password``) instead
+    of one started on loopback."""
     transport: Literal["virtual", "udp"] = "virtual"
     time_scale: float = 0.02
     max_checks_per_scan: int = 100_000
@@ -146,6 +150,8 @@ class SimConfig:
                     "cluster runs the cluster-gate mode of the attack: it needs "
                     "attack='standby-replay' and the rfc6290 policy"
                 )
+        if self.cluster_url is not None and self.cluster is None:
+            raise InvalidArgument("cluster_url needs cluster (the number of nodes)")
 
     def path_loss(self, src: str, dst: str) -> float:
         """The loss probability of datagrams from ``src`` to ``dst``."""

@@ -82,6 +82,24 @@ class Attacker:
         self.ask_standby(list(datagrams))
 
 
+def _slug(mode: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", mode)
+
+
+def _cluster_stores(cfg: SimConfig, workdir: Path, stack: contextlib.ExitStack,
+                    password: str | None) -> dict[str, LiveSaStore] | None:
+    """The live-SA store of each node of the cluster-gate mode (``cfg.cluster``), settled,
+    before any mode runs (a store that cannot be had stops the run at once; over UDP, before
+    the mode's clock starts): keyed to B's secret, which the mode's B then loads."""
+    gated = [mode for mode, *_, gate in modes_for(cfg) if gate]
+    if cfg.cluster is None or not gated:
+        return None
+    secret_b = SecretStore(workdir / f"{_slug(gated[0])}-b" / "qcd.secret")
+    secret_b.load_or_create()
+    return stack.enter_context(simcluster.sim_cluster(
+        cfg.cluster, secret_fingerprint(secret_b), cfg.cluster_url, password))
+
+
 def _run_mode(
     cfg: SimConfig,
     mode: str,
@@ -93,34 +111,7 @@ def _run_mode(
     cluster_gate: bool = False,
     progress: Callable[[str, float, float], None] | None = None,
     capture: list[tuple[float, str, str, bytes]] | None = None,
-) -> ModeResult:
-    with contextlib.ExitStack() as stack:
-        stores = None  # the cluster's live-SA store per node (cfg.cluster), up before the clock
-        if cluster_gate and cfg.cluster is not None:
-            secret_b = SecretStore(workdir / f"{_slug(mode)}-b" / "qcd.secret")
-            secret_b.load_or_create()  # B's, which the cluster shares
-            stores = stack.enter_context(simcluster.sim_cluster(cfg.cluster, secret_fingerprint(secret_b)))
-        return _run_mode_in(cfg, mode, qcd=qcd, policy_name=policy_name, schedule=schedule,
-                            workdir=workdir, cluster_gate=cluster_gate, progress=progress,
-                            capture=capture, stores=stores)
-
-
-def _slug(mode: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", mode)
-
-
-def _run_mode_in(
-    cfg: SimConfig,
-    mode: str,
-    *,
-    qcd: bool,
-    policy_name: str | None,
-    schedule: Baseline,
-    workdir: Path,
-    cluster_gate: bool,
-    progress: Callable[[str, float, float], None] | None,
-    capture: list[tuple[float, str, str, bytes]] | None,
-    stores: dict[str, LiveSaStore] | None,
+    stores: dict[str, LiveSaStore] | None = None,
 ) -> ModeResult:
     t_wall = time.perf_counter()
     counted = {} if stores is None else simcluster.counters_now(stores)
@@ -281,7 +272,7 @@ def modes_for(cfg: SimConfig) -> list[tuple[str, bool, str | None, str, bool]]:
         if "rfc6290" in cfg.policies:
             name = "qcd/rfc6290+cluster-gate"
             if cfg.cluster is not None:
-                name = f"qcd/rfc6290+cluster({cfg.cluster} nodes, {simcluster.server_kind()})"
+                name = f"qcd/rfc6290+cluster({cfg.cluster} nodes, {simcluster.server_kind(cfg.cluster_url)})"
             out.append((name, True, "rfc6290", cfg.baseline, True))
         return out
     for bl in cfg.baselines:
@@ -294,12 +285,14 @@ def simulate(
     *,
     progress: Callable[[str, float, float], None] | None = None,
     pcap_path: str | os.PathLike[str] | None = None,
+    cluster_password: str | None = None,
 ) -> SimReport:
-    """Run every mode of the scenario and return the figures."""
+    """Run every mode of the scenario and return the figures (``cluster_password``: the
+    password of the store at ``cfg.cluster_url``, if it has one)."""
     cfg = cfg or SimConfig()
     cfg.validate()
     if cfg.cluster is not None:  # before any work: a server binary and the client are here
-        problem = simcluster.store_problem()
+        problem = simcluster.store_problem(cfg.cluster_url)
         if problem is not None:
             raise ClusterUnavailable(problem, reason="store")
     # millions of small dict entries (the detector's pending requests) make the cyclic
@@ -307,7 +300,7 @@ def simulate(
     gc_was_on = gc.isenabled()
     gc.disable()
     try:
-        return _simulate(cfg, progress, pcap_path)
+        return _simulate(cfg, progress, pcap_path, cluster_password)
     finally:
         if gc_was_on:
             gc.enable()
@@ -317,17 +310,19 @@ def _simulate(
     cfg: SimConfig,
     progress: Callable[[str, float, float], None] | None,
     pcap_path: str | os.PathLike[str] | None,
+    cluster_password: str | None,
 ) -> SimReport:
     t0 = time.perf_counter()
     results: list[ModeResult] = []
     capture: list[tuple[float, str, str, bytes]] | None = [] if pcap_path is not None else None
-    with tempfile.TemporaryDirectory(prefix="ikeqcd-sim-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ikeqcd-sim-") as tmp, contextlib.ExitStack() as stack:
+        stores = _cluster_stores(cfg, Path(tmp), stack, cluster_password)
         for i, (mode, qcd, policy, sched, gate) in enumerate(modes_for(cfg)):
             results.append(
                 _run_mode(
                     cfg, mode, qcd=qcd, policy_name=policy, schedule=cfg.schedule(sched),
                     workdir=Path(tmp), cluster_gate=gate, progress=progress,
-                    capture=capture if i == 0 else None,
+                    capture=capture if i == 0 else None, stores=stores if gate else None,
                 )
             )
             gc.collect()  # the mode's gateways and network (they refer to each other)
