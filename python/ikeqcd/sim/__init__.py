@@ -20,7 +20,9 @@ The package, one concern per module: :mod:`~ikeqcd.sim.config` (options, baselin
 schedules), :mod:`~ikeqcd.sim.net` (virtual time and the two networks),
 :mod:`~ikeqcd.sim.world` (per-tunnel arrays), :mod:`~ikeqcd.sim.codec` (batch messages),
 :mod:`~ikeqcd.sim.gateway_a`, :mod:`~ikeqcd.sim.gateway_b`, :mod:`~ikeqcd.sim.scenario`
-(modes, the attack, :func:`simulate`) and :mod:`~ikeqcd.sim.report` (table, JSON, plot).
+(modes, the attack, :func:`simulate`), :mod:`~ikeqcd.sim.cluster` (the attack's cluster gate
+on a real Redis/Valkey live-SA store, ``SimConfig.cluster``) and :mod:`~ikeqcd.sim.report`
+(table, JSON, plot).
 """
 
 from ikeqcd.sim.config import BASELINES, Baseline, SimConfig

@@ -92,6 +92,14 @@ class SimConfig:
     seed: int = 1
     attack: Literal["standby-replay"] | None = None
     attack_at: float = 20.0
+    cluster: int | None = None
+    """With the attack: run the cluster-gate mode on a real live-SA store
+    (:mod:`ikeqcd.sim.cluster`: a Redis/Valkey server on loopback) with this many nodes,
+    2..16 (B, the standby S and N-2 load-sharing peers); None: the in-process gate."""
+    cluster_url: str | None = None
+    """With ``cluster``: the existing Redis/Valkey server to use (``redis://HOST:PORT/DB``,
+    no password in it: that is :func:`~ikeqcd.sim.simulate`'s ``cluster_password``) instead
+    of one started on loopback."""
     transport: Literal["virtual", "udp"] = "virtual"
     time_scale: float = 0.02
     max_checks_per_scan: int = 100_000
@@ -134,6 +142,16 @@ class SimConfig:
             raise InvalidArgument(f"time_scale must be in (0, 10], got {self.time_scale!r}")
         if self.attack not in (None, "standby-replay"):
             raise InvalidArgument(f"unknown attack {self.attack!r}: use standby-replay")
+        if self.cluster is not None:
+            if isinstance(self.cluster, bool) or not isinstance(self.cluster, int) or not 2 <= self.cluster <= 16:
+                raise InvalidArgument(f"cluster must be 2..16 nodes, got {self.cluster!r}")
+            if self.attack is None or "rfc6290" not in self.policies:
+                raise InvalidArgument(
+                    "cluster runs the cluster-gate mode of the attack: it needs "
+                    "attack='standby-replay' and the rfc6290 policy"
+                )
+        if self.cluster_url is not None and self.cluster is None:
+            raise InvalidArgument("cluster_url needs cluster (the number of nodes)")
 
     def path_loss(self, src: str, dst: str) -> float:
         """The loss probability of datagrams from ``src`` to ``dst``."""

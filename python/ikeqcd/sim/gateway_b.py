@@ -40,7 +40,8 @@ class GatewayB:
         *,
         qcd: bool,
         maker_policy: MakerPolicy,
-        cluster_live: Callable[[int, int], bool] | None = None,
+        cluster_live: Callable[[int, int], bool] | Any = None,
+        publish: Any = None,
         capable: npt.NDArray[np.bool_] | None = None,
         rebuild_rate: float | None = None,
     ) -> None:
@@ -51,6 +52,9 @@ class GatewayB:
         self.qcd = qcd
         self.maker_policy = maker_policy
         self.cluster_live = cluster_live
+        # the cluster's live-SA store this gateway publishes its SAs to (add_many /
+        # remove_many, a batch at a time), or None
+        self.publish = publish
         # per tunnel: does B's side of it speak QCD (None: all of them, when qcd is on)
         self.capable = capable
         # after a reboot: new IKE_SA_INIT accepted per second (None: no limit); the bucket
@@ -84,6 +88,8 @@ class GatewayB:
 
     def crash(self) -> None:
         self.alive = False
+        if self.publish is not None:
+            self.publish.remove_many(self.si[self.authed], self.sr[self.authed])
         self.si[:] = 0
         self.sr[:] = 0
         self.authed[:] = False
@@ -188,6 +194,10 @@ class GatewayB:
                 keep = np.ones(len(idx), bool)
                 keep[drop] = False
                 idx, k, spi_i, new = idx[keep], k[keep], spi_i[keep], new[keep]
+        if self.publish is not None:  # a new SA in a slot whose old one was live: withdrawn
+            gone = k[new][self.authed[k[new]]]
+            if len(gone):
+                self.publish.remove_many(self.si[gone], self.sr[gone])
         spi_r = self.sr[k].copy()
         spi_r[new] = self.w.rng.integers(1, 2**63, int(new.sum())).astype(np.uint64)
         self.si[k[new]], self.sr[k[new]], self.authed[k[new]] = spi_i[new], spi_r[new], False
@@ -209,6 +219,8 @@ class GatewayB:
             # a peer that sends no token is still a live SA for §9.2 (a placeholder token)
             toks[~has] = np.frombuffer(os.urandom(32 * int((~has).sum())), np.uint8).reshape(-1, 32)
             self.table.insert_many(si[a], sr[a], toks, now=self.net.now())
+            if self.publish is not None:
+                self.publish.add_many(si[a], sr[a])
             self.authed[k[a]] = True
             self.refresh(k[a])
             tok = np.full(len(a), self.qcd)
@@ -237,6 +249,8 @@ class GatewayB:
         out: list[bytes] = []
         unknown: list[bytes] = []
         unknown_src: list[Source] = []
+        added: list[tuple[int, int]] = []  # SAs established here, published in one batch
+        gone: list[tuple[int, int]] = []  # live SAs replaced by a new one in their slot
         for d, src in zip(datagrams, sources):
             try:
                 h = wire.parse_header(d)
@@ -257,6 +271,8 @@ class GatewayB:
                 elif not self._admit_inits(1):
                     continue  # over the rebuild capacity
                 else:
+                    if self.authed[k]:
+                        gone.append((int(self.si[k]), int(self.sr[k])))
                     spi_r = int(self.w.rng.integers(1, 2**63))
                     self.si[k], self.sr[k], self.authed[k] = h.spi_i, spi_r, False
                     self.ok[k] = False
@@ -284,6 +300,7 @@ class GatewayB:
                     if nt.notify_type == wire.NOTIFY_QCD_TOKEN:
                         token = nt.data
                 self.table.insert(h.spi_i, h.spi_r, token, now=self.net.now())
+                added.append((h.spi_i, h.spi_r))
                 self.authed[k] = True
                 self.refresh(np.array([k], np.int64))
                 if self.qcd and (self.capable is None or bool(self.capable[k])):
@@ -295,6 +312,13 @@ class GatewayB:
                     initiator=False, response=True, inner_next=reply_next, inner=reply_inner,
                 )
             )
+        if self.publish is not None:
+            replaced = set(gone)  # an SA added and replaced within this batch
+            added = [p for p in added if p not in replaced]
+            for pairs, write in ((gone, self.publish.remove_many), (added, self.publish.add_many)):
+                if pairs:
+                    arr = np.array(pairs, dtype=np.uint64).reshape(-1, 2)
+                    write(arr[:, 0], arr[:, 1])
         if unknown:
             if self.capable is None or not self.qcd:
                 replies, _ = self.responder.respond_many(unknown, unknown_src)

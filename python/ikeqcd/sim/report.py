@@ -57,6 +57,10 @@ class ModeResult:
     """Per affected tunnel, when it was back up (s from the crash or attack; NaN: never)."""
     inits_dropped: int = 0
     """IKE_SA_INIT requests the rebooted B dropped over its rebuild capacity."""
+    cluster_store: dict[str, dict[str, int]] | None = None
+    """The cluster-gate mode on a real store (``SimConfig.cluster``): per node, and summed
+    under ``"all"``, the store's ``checks`` (SPI pairs asked about), ``batches`` and
+    ``fail_closed`` batches during the mode; None for every other mode."""
 
 
 @dataclass
@@ -85,8 +89,9 @@ class SimReport:
 
     def table(self) -> str:
         """A readable table, one row per mode, and the simulator's own speed."""
+        w = max([22, *(len(r.mode) for r in self.results)])
         head = (
-            f"{'mode':<22} {'detect p50':>10} {'p99':>8} {'max':>8} {'all back':>9} "
+            f"{'mode':<{w}} {'detect p50':>10} {'p99':>8} {'max':>8} {'all back':>9} "
             f"{'datagrams':>10} {'bytes':>11} {'wrong teardowns':>16} {'sim dgram/s':>12}"
         )
         lines = [head, "-" * len(head)]
@@ -101,7 +106,7 @@ class SimReport:
 
         for r in self.results:
             lines.append(
-                f"{r.mode:<22} {s(r.detect_p50):>10} {s(r.detect_p99):>8} {s(r.detect_max):>8} "
+                f"{r.mode:<{w}} {s(r.detect_p50):>10} {s(r.detect_p99):>8} {s(r.detect_max):>8} "
                 f"{back(r):>9} {r.datagrams_after_crash:>10} {r.bytes_after_crash:>11} "
                 f"{r.wrongly_torn_down:>16} {r.datagrams_per_s:>12,.0f}"
             )

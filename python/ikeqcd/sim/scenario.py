@@ -3,22 +3,28 @@ modes of a run, and :func:`simulate`."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import os
+import re
 import resource
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from ikeqcd import wire
+from ikeqcd.cluster import secret_fingerprint
+from ikeqcd.errors import ClusterUnavailable
 from ikeqcd.policy import MakerPolicy, TakerPolicy
 from ikeqcd.secret import SecretStore
+from ikeqcd.sim import cluster as simcluster
 from ikeqcd.sim import codec
 from ikeqcd.sim.config import Baseline, SimConfig
 from ikeqcd.sim.gateway_a import GatewayA
@@ -27,22 +33,30 @@ from ikeqcd.sim.net import Net, UdpNet, VirtualNet
 from ikeqcd.sim.report import ModeResult, SimReport, percentile, write_capture
 from ikeqcd.sim.world import IDX_MASK, UP, World, k_of
 
+if TYPE_CHECKING:
+    from ikeqcd.cluster import LiveSaStore
+
 __all__ = ["modes_for", "simulate"]
 
 
 class Attacker:
     """Sees SPIs and A's requests, can spoof packets to the standby and to A, captures the
-    standby's replies (seed slides, issue 202)."""
+    standby's replies (seed slides, issue 202). With ``targets`` (a cluster), its requests go
+    round robin to every node that answers for the shared secret but does not hold the SAs."""
 
-    def __init__(self, net: Net, world: World) -> None:
+    def __init__(self, net: Net, world: World, targets: tuple[str, ...] = ("S",)) -> None:
         self.net = net
         self.w = world
+        self.targets = targets
         self.captured = 0
         self.injected = 0
         net.register("attacker", self.receive)
 
     def ask_standby(self, datagrams: list[bytes]) -> None:
-        self.net.send("attacker", "S", datagrams, delay=self.net.cfg.rtt / 8)
+        n = len(self.targets)
+        for j, target in enumerate(self.targets):
+            self.net.send("attacker", target, datagrams if n == 1 else datagrams[j::n],
+                          delay=self.net.cfg.rtt / 8)
 
     def receive(self, datagrams: list[bytes], sources: list[tuple[str, int]]) -> None:
         # every reply from the standby is replayed to A at once, spoofed as B
@@ -68,6 +82,24 @@ class Attacker:
         self.ask_standby(list(datagrams))
 
 
+def _slug(mode: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", mode)
+
+
+def _cluster_stores(cfg: SimConfig, workdir: Path, stack: contextlib.ExitStack,
+                    password: str | None) -> dict[str, LiveSaStore] | None:
+    """The live-SA store of each node of the cluster-gate mode (``cfg.cluster``), settled,
+    before any mode runs (a store that cannot be had stops the run at once; over UDP, before
+    the mode's clock starts): keyed to B's secret, which the mode's B then loads."""
+    gated = [mode for mode, *_, gate in modes_for(cfg) if gate]
+    if cfg.cluster is None or not gated:
+        return None
+    secret_b = SecretStore(workdir / f"{_slug(gated[0])}-b" / "qcd.secret")
+    secret_b.load_or_create()
+    return stack.enter_context(simcluster.sim_cluster(
+        cfg.cluster, secret_fingerprint(secret_b), cfg.cluster_url, password))
+
+
 def _run_mode(
     cfg: SimConfig,
     mode: str,
@@ -79,8 +111,10 @@ def _run_mode(
     cluster_gate: bool = False,
     progress: Callable[[str, float, float], None] | None = None,
     capture: list[tuple[float, str, str, bytes]] | None = None,
+    stores: dict[str, LiveSaStore] | None = None,
 ) -> ModeResult:
     t_wall = time.perf_counter()
+    counted = {} if stores is None else simcluster.counters_now(stores)
     rng = np.random.default_rng(cfg.seed)
     net: Net = VirtualNet(cfg, rng) if cfg.transport == "virtual" else UdpNet(cfg, rng)
     world = World(cfg.sas, rng)
@@ -95,7 +129,7 @@ def _run_mode(
         maker_policy = MakerPolicy()
         world.spread_peers()
 
-    slug = mode.replace("/", "_").replace("+", "_")
+    slug = _slug(mode)
     store_b = workdir / f"{slug}-b" / "qcd.secret"
     secret_b = SecretStore(store_b)
     secret_b.load_or_create()
@@ -107,7 +141,8 @@ def _run_mode(
     if qcd and cfg.qcd_fraction < 1.0:  # its own generator: the scenario's draws stay the same
         capable = np.random.default_rng([cfg.seed, 6290]).random(cfg.sas) < cfg.qcd_fraction
     b = GatewayB("B", net, world, store_b, qcd=qcd, maker_policy=maker_policy, capable=capable,
-                 rebuild_rate=cfg.rebuild_rate)
+                 rebuild_rate=cfg.rebuild_rate, cluster_live=None if stores is None else stores["B"],
+                 publish=None if stores is None else stores["B"])
     a = GatewayA(
         net, world, cfg, qcd=qcd, policy=policy, schedule=schedule, token_maker=sa.maker(), peer=b
     )
@@ -119,18 +154,21 @@ def _run_mode(
 
     standby: GatewayB | None = None
     attacker: Attacker | None = None
+    others: list[GatewayB] = []  # the standby, then the load-sharing peers of a cluster store
     if cfg.attack is not None:
-        store_s = workdir / f"{slug}-s" / "qcd.secret"
-        SecretStore.import_to(store_s, secret_b.export_bytes())  # the cluster shares B's secret
-        if cluster_gate:
-            def gate(i: int, r: int) -> bool:  # the cluster's view of live SAs (RFC 6290 §9.2)
-                return b.knows(k_of(i), i, r)
+        def gate(i: int, r: int) -> bool:  # the cluster's view of live SAs (RFC 6290 §9.2)
+            return b.knows(k_of(i), i, r)
 
-            standby = GatewayB("S", net, world, store_s, qcd=True, maker_policy=maker_policy, cluster_live=gate)
-        else:
-            standby = GatewayB("S", net, world, store_s, qcd=True, maker_policy=maker_policy)
-        standby.peer = "attacker"
-        attacker = Attacker(net, world)
+        names = ["S"] if stores is None else [n for n in stores if n != "B"]
+        for name in names:
+            store_s = workdir / f"{slug}-{name.lower()}" / "qcd.secret"
+            SecretStore.import_to(store_s, secret_b.export_bytes())  # the cluster shares B's secret
+            live = (stores[name] if stores is not None else gate) if cluster_gate else None
+            node = GatewayB(name, net, world, store_s, qcd=True, maker_policy=maker_policy, cluster_live=live)
+            node.peer = "attacker"
+            others.append(node)
+        standby = others[0]
+        attacker = Attacker(net, world, tuple(names))
 
     # staging in chunks so that batches stay bounded
     chunk = 5000
@@ -192,10 +230,11 @@ def _run_mode(
     for r, c in b.plain.counters.items():
         if c:
             responder_counts[f"plain:{r.name}"] = c
-    if standby is not None:
-        for r, c in standby.responder.counters.items():
+    for node in others:
+        who = "standby" if node is standby else node.name
+        for r, c in node.responder.counters.items():
             if c:
-                responder_counts[f"standby:{r.name}"] = c
+                responder_counts[f"{who}:{r.name}"] = c
     return ModeResult(
         mode=mode,
         qcd=qcd,
@@ -220,6 +259,7 @@ def _run_mode(
         back_times=back.tolist(),
         inits_dropped=b.init_dropped,
         datagrams_per_s=net.count / wall if wall > 0 else 0.0,
+        cluster_store=None if stores is None else simcluster.counters_since(stores, counted),
     )
 
 
@@ -230,7 +270,10 @@ def modes_for(cfg: SimConfig) -> list[tuple[str, bool, str | None, str, bool]]:
         out.append((f"qcd/{p}", True, p, cfg.baseline, False))
     if cfg.attack is not None:
         if "rfc6290" in cfg.policies:
-            out.append(("qcd/rfc6290+cluster-gate", True, "rfc6290", cfg.baseline, True))
+            name = "qcd/rfc6290+cluster-gate"
+            if cfg.cluster is not None:
+                name = f"qcd/rfc6290+cluster({cfg.cluster} nodes, {simcluster.server_kind(cfg.cluster_url)})"
+            out.append((name, True, "rfc6290", cfg.baseline, True))
         return out
     for bl in cfg.baselines:
         out.append((f"no-qcd/{bl}", False, None, bl, False))
@@ -242,16 +285,22 @@ def simulate(
     *,
     progress: Callable[[str, float, float], None] | None = None,
     pcap_path: str | os.PathLike[str] | None = None,
+    cluster_password: str | None = None,
 ) -> SimReport:
-    """Run every mode of the scenario and return the figures."""
+    """Run every mode of the scenario and return the figures (``cluster_password``: the
+    password of the store at ``cfg.cluster_url``, if it has one)."""
     cfg = cfg or SimConfig()
     cfg.validate()
+    if cfg.cluster is not None:  # before any work: a server binary and the client are here
+        problem = simcluster.store_problem(cfg.cluster_url)
+        if problem is not None:
+            raise ClusterUnavailable(problem, reason="store")
     # millions of small dict entries (the detector's pending requests) make the cyclic
     # collector walk the whole heap again and again; the simulator creates no cycles
     gc_was_on = gc.isenabled()
     gc.disable()
     try:
-        return _simulate(cfg, progress, pcap_path)
+        return _simulate(cfg, progress, pcap_path, cluster_password)
     finally:
         if gc_was_on:
             gc.enable()
@@ -261,17 +310,19 @@ def _simulate(
     cfg: SimConfig,
     progress: Callable[[str, float, float], None] | None,
     pcap_path: str | os.PathLike[str] | None,
+    cluster_password: str | None,
 ) -> SimReport:
     t0 = time.perf_counter()
     results: list[ModeResult] = []
     capture: list[tuple[float, str, str, bytes]] | None = [] if pcap_path is not None else None
-    with tempfile.TemporaryDirectory(prefix="ikeqcd-sim-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ikeqcd-sim-") as tmp, contextlib.ExitStack() as stack:
+        stores = _cluster_stores(cfg, Path(tmp), stack, cluster_password)
         for i, (mode, qcd, policy, sched, gate) in enumerate(modes_for(cfg)):
             results.append(
                 _run_mode(
                     cfg, mode, qcd=qcd, policy_name=policy, schedule=cfg.schedule(sched),
                     workdir=Path(tmp), cluster_gate=gate, progress=progress,
-                    capture=capture if i == 0 else None,
+                    capture=capture if i == 0 else None, stores=stores if gate else None,
                 )
             )
             gc.collect()  # the mode's gateways and network (they refer to each other)
