@@ -21,7 +21,11 @@ pub const IV_LEN: usize = 8;
 pub const ICV_LEN: usize = 16;
 
 fn check(keys: &[u8], rows: &[u8], row_len: usize, aad_len: usize) -> CoreResult<usize> {
-    if row_len < aad_len + IV_LEN + ICV_LEN {
+    // checked: aad_len comes from the caller and may be anything up to usize::MAX
+    if aad_len
+        .checked_add(IV_LEN + ICV_LEN)
+        .is_none_or(|need| row_len < need)
+    {
         return Err(CoreError::ShapeMismatch(format!(
             "rows of {row_len} octets cannot hold {aad_len} octets of AAD, an IV and an ICV"
         )));

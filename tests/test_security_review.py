@@ -355,6 +355,9 @@ _ARG = st.one_of(
     st.just(np.array([1, 2], np.uint64)),
     st.just(np.zeros((2, 32), np.uint8)),
     st.just(np.zeros(3, np.int64)),
+    st.just(np.zeros((2, 20), np.uint8)),  # AES-GCM keys (the simulator's _aead_* rows)
+    st.just(np.zeros((2, 64), np.uint8)),
+    st.sampled_from([2**63, 2**64 - 1, 2**64 - 8]),  # usize edges
 )
 
 
@@ -390,11 +393,22 @@ def _entry_points() -> dict[str, Callable[..., object]]:
         "touch_many": t.touch_many, "due_liveness": t.due_liveness,
         "timestamps": t.timestamps, "decide_many": gate.decide_many,
         "_load_spis": _core._load_spis,
+        "_aead_seal": _core._aead_seal, "_aead_open": _core._aead_open,
     }
     return eps
 
 
 _EPS = _entry_points()
+
+
+def test_aead_rows_refuse_a_huge_aad_length() -> None:
+    """An AAD length near 2**64 is a shape error, not an overflow panic."""
+    keys, rows = np.zeros((2, 20), np.uint8), np.zeros((2, 64), np.uint8)
+    for aad_len in (2**64 - 1, 2**64 - 8, 2**63):
+        with pytest.raises(ValueError, match="AAD"):
+            _core._aead_seal(keys, rows, aad_len)
+        with pytest.raises(ValueError, match="AAD"):
+            _core._aead_open(keys, rows, aad_len)
 
 
 @settings(max_examples=1500, deadline=None)

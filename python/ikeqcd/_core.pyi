@@ -676,7 +676,12 @@ class _LoadDriver:
 def _load_spis(
     sas: int, seed: int, /
 ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
-    """The (SPI-I, SPI-R) pairs a load run with ``sas`` pairs and ``seed`` draws from."""
+    """The (SPI-I, SPI-R) pairs a load run with ``sas`` pairs and ``seed`` draws from.
+
+    Raises:
+        InvalidArgument: ``sas`` outside 1..2**32-1.
+        CapacityError: that many pairs do not fit in memory.
+    """
 
 # --- batch AES-128-GCM for the simulator's protected messages (rust/aead.rs) ----------------
 

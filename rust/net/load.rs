@@ -104,12 +104,24 @@ fn splitmix(state: &mut u64) -> u64 {
 }
 
 /// The SPI pairs a load run with `sas` pairs and `seed` uses (never zero).
-#[must_use]
-pub fn load_spis(sas: usize, seed: u64) -> Vec<(u64, u64)> {
+///
+/// # Errors
+/// `InvalidArgument` unless `sas` is 1..=2^32-1; `CapacityExceeded` when that many pairs do
+/// not fit in memory.
+pub fn load_spis(sas: usize, seed: u64) -> CoreResult<Vec<(u64, u64)>> {
+    if sas == 0 || sas > u32::MAX as usize {
+        return Err(CoreError::InvalidArgument(format!(
+            "sas must be 1..=4294967295 SPI pairs, got {sas}"
+        )));
+    }
+    let mut out = Vec::new();
+    // 16 octets a pair: a count the machine cannot hold is an error, not an abort
+    out.try_reserve_exact(sas).map_err(|_| {
+        CoreError::CapacityExceeded(format!("{sas} SPI pairs do not fit in memory"))
+    })?;
     let mut st = seed ^ 0x6b65_7163_6400_0000;
-    (0..sas)
-        .map(|_| (splitmix(&mut st) | 1, splitmix(&mut st) | 1))
-        .collect()
+    out.extend((0..sas).map(|_| (splitmix(&mut st) | 1, splitmix(&mut st) | 1)));
+    Ok(out)
 }
 
 /// The sending half of [`LoadDriver`].
@@ -233,12 +245,6 @@ impl LoadDriver {
                 cfg.rate
             )));
         }
-        if cfg.sas == 0 || cfg.sas > u32::MAX as usize {
-            return Err(CoreError::InvalidArgument(format!(
-                "sas must be 1..=4294967295 SPI pairs, got {}",
-                cfg.sas
-            )));
-        }
         if cfg.window == 0 {
             return Err(CoreError::InvalidArgument(
                 "window must be at least 1 request in flight".to_owned(),
@@ -287,7 +293,7 @@ impl LoadDriver {
             track: Mutex::new(Tracker {
                 nat_t: cfg.nat_t,
                 maker,
-                spis: load_spis(cfg.sas, cfg.seed),
+                spis: load_spis(cfg.sas, cfg.seed)?,
                 ring: vec![Flight::default(); RING],
                 next: 0,
                 tail: 0,

@@ -123,7 +123,7 @@ fn wrong_secret_and_policy() {
 #[test]
 fn live_sa_and_garbage() {
     let srv = Server::bind(loopback(), maker(), false, true).unwrap();
-    let spis = load_spis(2, 7);
+    let spis = load_spis(2, 7).unwrap();
     let mut table = SaTable::new(1, 0).unwrap();
     table.insert(spis[0].0, spis[0].1, &[0u8; 32], 0.0).unwrap();
     let cfg = LoadConfig {

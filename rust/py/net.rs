@@ -318,14 +318,13 @@ impl PyLoadDriver {
     }
 }
 
+/// (SPI-I, SPI-R) arrays.
+type SpiArrays<'py> = (Bound<'py, PyArray1<u64>>, Bound<'py, PyArray1<u64>>);
+
 /// The SPI pairs a load run with `sas` pairs and `seed` draws from: (SPI-I, SPI-R) arrays.
 #[pyfunction(name = "_load_spis")]
 #[pyo3(signature = (sas, seed, /))]
-pub fn load_spis_py(
-    py: Python<'_>,
-    sas: usize,
-    seed: u64,
-) -> (Bound<'_, PyArray1<u64>>, Bound<'_, PyArray1<u64>>) {
-    let (a, b): (Vec<u64>, Vec<u64>) = net::load_spis(sas, seed).into_iter().unzip();
-    (a.into_pyarray(py), b.into_pyarray(py))
+pub fn load_spis_py(py: Python<'_>, sas: usize, seed: u64) -> PyResult<SpiArrays<'_>> {
+    let (a, b): (Vec<u64>, Vec<u64>) = net::load_spis(sas, seed)?.into_iter().unzip();
+    Ok((a.into_pyarray(py), b.into_pyarray(py)))
 }
