@@ -95,7 +95,6 @@ class GatewayA:
         self.tout = np.full(n, -math.inf)
         self.dirty_in = np.zeros(n, bool)
         self.dirty_out = np.zeros(n, bool)
-        self._groups = [np.arange(g, n, self.TRAFFIC_GROUPS, dtype=np.int64) for g in range(self.TRAFFIC_GROUPS)]
         net.register("A", self.receive)
 
     # -- establishing tunnels -----------------------------------------------------------
@@ -183,57 +182,39 @@ class GatewayA:
     def traffic(self, items: list[tuple[float, int]]) -> None:
         """Each tunnel sends a packet every traffic interval (tunnels are spread over
         ``TRAFFIC_GROUPS`` phases, one quiet event per group); the peer answers if it has the
-        SA. ESP is bookkeeping here: the IKE messages are the real ones. The groups due
-        together are handled as one array (in chunks where no group repeats)."""
-        start = 0
-        seen: set[int] = set()
-        for i, (_, g) in enumerate(items):
-            if g in seen:
-                self._traffic(items[start:i])
-                start, seen = i, set()
-            seen.add(g)
-        self._traffic(items[start:])
-
-    def _traffic(self, items: list[tuple[float, int]]) -> None:
-        w = self.w
-        parts = [self._groups[g] for _, g in items]
-        lens = np.fromiter(map(len, parts), np.int64, len(parts))
-        ks = np.concatenate(parts)
-        tt = np.repeat(np.fromiter((t for t, _ in items), float, len(items)), lens)
-        item = np.repeat(np.arange(len(items)), lens)
-        st = w.state[ks]
-        live = (st == UP) | (st == CHECKING)
-        ks, tt, item = ks[live], tt[live], item[live]
-        self.tout[ks] = tt
-        self.dirty_out[ks] = True
-        back = self.peer.knows_many(ks)
-        ks, tt, item = ks[back], tt[back], item[back]
+        SA. ESP is bookkeeping here: the IKE messages are the real ones. A group is tunnels
+        ``g, g + G, g + 2G, ...``: each event works on strided views of the per-tunnel arrays
+        (no index arrays), in event order; one loss draw for the answers of all of them."""
+        w, G = self.w, self.TRAFFIC_GROUPS
+        answered = []
+        for t, g in items:
+            st = w.state[g::G]
+            live = (st == UP) | (st == CHECKING)
+            self.tout[g::G][live] = t
+            self.dirty_out[g::G] |= live
+            answered.append(live & self.peer.ok[g::G] if self.peer.alive else None)
         loss = self.cfg.path_loss("B", "A")
-        if loss > 0:  # one draw per answer, in group order (as one group at a time)
-            keep = self.net.rng.random(len(ks)) >= loss
-            ks, tt, item = ks[keep], tt[keep], item[keep]
-        cuts = np.searchsorted(item, np.arange(len(items) + 1))
-        for i, (t, g) in enumerate(items):
-            a, b = cuts[i], cuts[i + 1]
-            if b > a:
-                k = ks[a:b]
-                self.net.quiet(t + self.cfg.rtt, self._inbound, (g, k, self.w.spi_i[k], self.w.spi_r[k]))
+        if loss > 0:  # one draw per answer, in event order (as one group at a time)
+            counts = [0 if a is None else int(np.count_nonzero(a)) for a in answered]
+            keep = self.net.rng.random(sum(counts)) >= loss
+            at = 0
+            for a, c in zip(answered, counts):
+                if a is not None:
+                    a[a] = keep[at:at + c]
+                    at += c
+        for (t, g), back in zip(items, answered):
+            if back is not None and back.any():
+                self.net.quiet(t + self.cfg.rtt, self._inbound, (g, back, w.spi_i[g::G].copy(), w.spi_r[g::G].copy()))
             self.net.quiet(t + self.cfg.traffic_interval, self.traffic, g)
 
-    def _inbound(self, items: list[tuple[float, tuple[int, I64, U64, U64]]]) -> None:
-        if len({g for _, (g, _, _, _) in items}) != len(items):
-            for one in items:  # a group twice: one at a time, later times last
-                self._inbound([one])
-            return
-        ks = np.concatenate([k for _, (_, k, _, _) in items])
-        si = np.concatenate([i for _, (_, _, i, _) in items])
-        sr = np.concatenate([r for _, (_, _, _, r) in items])
-        tt = np.repeat(np.fromiter((t for t, _ in items), float, len(items)),
-                       np.fromiter((len(k) for _, (_, k, _, _) in items), np.int64, len(items)))
-        same = (self.w.spi_i[ks] == si) & (self.w.spi_r[ks] == sr)
-        ks = ks[same]
-        self.tin[ks] = tt[same]
-        self.dirty_in[ks] = True
+    def _inbound(self, items: list[tuple[float, tuple[int, npt.NDArray[np.bool_], U64, U64]]]) -> None:
+        """The answers to group ``g``'s traffic arrive: tunnels still on the same SA note
+        inbound traffic (one event at a time, in event order)."""
+        w, G = self.w, self.TRAFFIC_GROUPS
+        for t, (g, back, si, sr) in items:
+            same = back & (w.spi_i[g::G] == si) & (w.spi_r[g::G] == sr)
+            self.tin[g::G][same] = t
+            self.dirty_in[g::G] |= same
 
     def scan(self) -> None:
         w = self.w
