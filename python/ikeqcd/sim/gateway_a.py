@@ -72,8 +72,9 @@ class GatewayA:
             SaTable(), policy=policy if qcd else policy.with_(enabled=False), clock=net.now
         )
         n = world.n
-        # the liveness check in flight per tunnel (retransmissions are bitwise identical)
-        self.check_rows = np.zeros((n, codec.SEALED_MIN), np.uint8)
+        # whether a liveness check is in flight per tunnel: its bytes are not kept, they are
+        # sealed again when needed (the same key, SPIs and Message ID give the same octets:
+        # retransmissions are bitwise identical, RFC 7296 §2.1)
         self.has_check = np.zeros(n, bool)
         # the IKE_SA_INIT / IKE_AUTH request in flight per tunnel
         self.est_dgram: npt.NDArray[np.object_] = np.full(n, None, object)
@@ -240,7 +241,6 @@ class GatewayA:
         si, sr = w.spi_i[ks], w.spi_r[ks]
         rows = codec.seal(w.a_key[ks], si, sr, exchange=wire.EXCHANGE_INFORMATIONAL,
                           message_id=mids, initiator=True, response=False)
-        self.check_rows[ks] = rows
         self.has_check[ks] = True
         self.detector.requests_sent(si, sr, mids)
         w.state[ks] = CHECKING
@@ -250,7 +250,13 @@ class GatewayA:
 
     def check_datagrams(self, ks: I64) -> list[bytes]:
         """The liveness requests in flight on tunnels ``ks`` (those that have one)."""
-        return codec.as_list(self.check_rows[ks[self.has_check[ks]]])
+        return codec.as_list(self._check_rows(ks[self.has_check[ks]]))
+
+    def _check_rows(self, ks: I64) -> npt.NDArray[np.uint8]:
+        """The liveness checks in flight on tunnels ``ks`` (Message ID: the one before next)."""
+        w = self.w
+        return codec.seal(w.a_key[ks], w.spi_i[ks], w.spi_r[ks], exchange=wire.EXCHANGE_INFORMATIONAL,
+                          message_id=w.mid[ks] - np.uint32(1), initiator=True, response=False)
 
     def _timeout(self, ks: I64, attempt: int) -> None:
         w = self.w
@@ -261,7 +267,7 @@ class GatewayA:
         if nxt < len(self.schedule.timeouts):
             w.attempt[ks] = nxt
             # RFC 7296 §2.1: retransmissions are bitwise identical (spec case 44)
-            self.net.send("A", "B", codec.as_list(self.check_rows[ks]))
+            self.net.send("A", "B", codec.as_list(self._check_rows(ks)))
             self.net.at(self.net.now() + self.schedule.timeouts[nxt], self._timeout, ks, nxt)
             return
         self.down(ks, "timeout")  # gave up: the peer is declared dead (RFC 7296 §2.4)
