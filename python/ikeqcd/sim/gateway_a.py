@@ -72,9 +72,10 @@ class GatewayA:
             SaTable(), policy=policy if qcd else policy.with_(enabled=False), clock=net.now
         )
         n = world.n
-        # whether a liveness check is in flight per tunnel: its bytes are not kept, they are
-        # sealed again when needed (the same key, SPIs and Message ID give the same octets:
-        # retransmissions are bitwise identical, RFC 7296 §2.1)
+        # the liveness check in flight per tunnel (retransmissions are bitwise identical, RFC
+        # 7296 §2.1): only its 17 sealed octets are kept, the rest is framed again from the
+        # tunnel's SPIs and Message ID
+        self.check_tail = np.zeros((n, codec.SEALED_TAIL), np.uint8)
         self.has_check = np.zeros(n, bool)
         # the IKE_SA_INIT / IKE_AUTH request in flight per tunnel
         self.est_dgram: npt.NDArray[np.object_] = np.full(n, None, object)
@@ -241,6 +242,7 @@ class GatewayA:
         si, sr = w.spi_i[ks], w.spi_r[ks]
         rows = codec.seal(w.a_key[ks], si, sr, exchange=wire.EXCHANGE_INFORMATIONAL,
                           message_id=mids, initiator=True, response=False)
+        self.check_tail[ks] = rows[:, codec.SEALED_MIN - codec.SEALED_TAIL:]
         self.has_check[ks] = True
         self.detector.requests_sent(si, sr, mids)
         w.state[ks] = CHECKING
@@ -255,8 +257,10 @@ class GatewayA:
     def _check_rows(self, ks: I64) -> npt.NDArray[np.uint8]:
         """The liveness checks in flight on tunnels ``ks`` (Message ID: the one before next)."""
         w = self.w
-        return codec.seal(w.a_key[ks], w.spi_i[ks], w.spi_r[ks], exchange=wire.EXCHANGE_INFORMATIONAL,
-                          message_id=w.mid[ks] - np.uint32(1), initiator=True, response=False)
+        rows = codec.frame(w.spi_i[ks], w.spi_r[ks], exchange=wire.EXCHANGE_INFORMATIONAL,
+                           message_id=w.mid[ks] - np.uint32(1), initiator=True, response=False)
+        rows[:, codec.SEALED_MIN - codec.SEALED_TAIL:] = self.check_tail[ks]
+        return rows
 
     def _timeout(self, ks: I64, attempt: int) -> None:
         w = self.w
