@@ -327,16 +327,16 @@ class GatewayA:
             ks = np.flatnonzero(dirty)
             if not len(ks):
                 continue
-            dirty[ks] = False
+            dirty.fill(False)
             t = times[ks]
             # touches only move a time forward and each SA comes once: any order within a
             # time is the same table, so the partition by time needs no stable sort
             order = np.argsort(t)
             ks, t = ks[order], t[order]
-            cuts = np.flatnonzero(np.diff(t)) + 1
-            for part in np.split(np.arange(len(ks)), cuts):
-                sel = ks[part]
-                tab.touch_many(w.spi_i[sel], w.spi_r[sel], float(t[part[0]]), inbound=inbound)
+            si, sr = w.spi_i[ks], w.spi_r[ks]
+            cuts = (np.flatnonzero(np.diff(t)) + 1).tolist()
+            for a, b in zip([0, *cuts], [*cuts, len(ks)]):  # one call per distinct time
+                tab.touch_many(si[a:b], sr[a:b], float(t[a]), inbound=inbound)
 
     def _poll(self) -> None:
         events, si, _sr = self.detector.poll_many()
