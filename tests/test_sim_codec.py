@@ -45,3 +45,21 @@ def test_batch_messages_equal_the_single_ones() -> None:
     ok, nxt, inner = codec.open_sealed(keys, info)
     assert ok.all() and not codec.tokens_in(nxt, inner)[0].any()
     assert len(codec.headers([]).fast) == 0
+
+
+def test_a_framed_check_with_its_sealed_tail_is_the_sealed_check() -> None:
+    """Gateway A keeps only the 17 sealed octets of a liveness check and frames the rest
+    again for a retransmission: the octets must be those :func:`codec.seal` sent."""
+    rng = np.random.default_rng(7)
+    n = 64
+    keys = rng.integers(0, 256, (n, _protect.KEY_LEN), dtype=np.uint8)
+    si = rng.integers(1, 2**63, n, dtype=np.uint64)
+    sr = rng.integers(1, 2**63, n, dtype=np.uint64)
+    mids = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32)
+    ex = wire.EXCHANGE_INFORMATIONAL
+    sealed = codec.seal(keys, si, sr, exchange=ex, message_id=mids, initiator=True, response=False)
+    again = codec.frame(si, sr, exchange=ex, message_id=mids, initiator=True, response=False)
+    assert sealed.shape[1] == codec.SEALED_MIN
+    assert not (again[:, -codec.SEALED_TAIL:] == sealed[:, -codec.SEALED_TAIL:]).all()
+    again[:, -codec.SEALED_TAIL:] = sealed[:, -codec.SEALED_TAIL:]
+    assert (again == sealed).all()

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
-from typing import TYPE_CHECKING
+from itertools import compress, repeat
+from operator import eq, itemgetter, lshift, or_
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +28,35 @@ if TYPE_CHECKING:
     from ikeqcd.taker import CheckLiveness, FailureDetector
 
 KINDS: list[str] = []  # VerdictKind names in code order, filled by ikeqcd.taker
+
+
+def sa_key(spi_i: int, spi_r: int) -> int:
+    """An SA's key in the detector's pending-request dict: ``spi_i << 64 | spi_r``, one int
+    (about 44 bytes) where a tuple of two 64-bit ints costs about 128."""
+    return spi_i << 64 | spi_r
+
+
+def sa_keys(spi_i: npt.NDArray[np.uint64], spi_r: npt.NDArray[np.uint64]) -> list[int]:
+    """:func:`sa_key` of each pair of two SPI arrays (C-level maps, no Python per SA)."""
+    return list(map(or_, map(lshift, spi_i.tolist(), repeat(64)), spi_r.tolist()))
+
+
+def sa_keys_of(pairs: Sequence[tuple[int, int]]) -> list[int]:
+    """:func:`sa_key` of each ``(spi_i, spi_r)`` tuple."""
+    return list(map(or_, map(lshift, map(itemgetter(0), pairs), repeat(64)), map(itemgetter(1), pairs)))
+
+
+def pop_keys(ks: list[int], *dicts: dict[int, Any]) -> None:
+    """Remove keys ``ks`` from each of ``dicts`` (C-level pops)."""
+    for d in dicts:
+        if d:
+            list(map(d.pop, ks, repeat(None)))
+
+
+def answered(pending: dict[int, int], ks: list[int], message_ids: list[int]) -> list[int]:
+    """The keys whose pending request has that Message ID (the same SA twice: both match or
+    neither, and popping twice is popping once, as in one-at-a-time order)."""
+    return list(compress(ks, map(eq, map(pending.get, ks), message_ids)))
 
 
 @dataclass(frozen=True)
@@ -100,7 +130,7 @@ def judge(det: FailureDetector, datagrams: Sequence[bytes], sources: Sequence[tu
     keep = allowed & det.table.contains_many(si[rows], sr[rows], threads=1)
     kind[rows[allowed & ~keep]] = _code("NO_SA")
     if p.require_pending:
-        want = np.fromiter(map(det._pending.get, pairs, repeat(-1)), np.int64, len(pairs))
+        want = np.fromiter(map(det._pending.get, sa_keys(si[rows], sr[rows]), repeat(-1)), np.int64, len(pairs))
         none = keep & (want < 0)
         kind[rows[none]] = _code("NOT_PENDING")
         wrong = keep & ~none & (want != rep.message_id[rows].astype(np.int64))
@@ -112,7 +142,7 @@ def judge(det: FailureDetector, datagrams: Sequence[bytes], sources: Sequence[tu
             return None
         window = det._dampened.get(peers.pop())
         if window is not None and now < window[1]:
-            born = np.fromiter(map(det._born.get, pairs, repeat(-1)), np.int64, len(pairs))
+            born = np.fromiter(map(det._born.get, sa_keys(si[rows], sr[rows]), repeat(-1)), np.int64, len(pairs))
             damp = keep & (born > window[0])
             kind[rows[damp]] = _code("DAMPENED")
             keep &= ~damp

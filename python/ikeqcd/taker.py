@@ -40,7 +40,7 @@ from ikeqcd import _taker_batch
 from ikeqcd._clock import check_time, read_clock
 from ikeqcd._core import RateLimiter, SaTable
 from ikeqcd._keys import source_key
-from ikeqcd._taker_batch import BatchVerdicts
+from ikeqcd._taker_batch import BatchVerdicts, answered, pop_keys, sa_key, sa_keys, sa_keys_of
 from ikeqcd.errors import InvalidArgument, InvalidSpi, MalformedMessage
 from ikeqcd.policy import TakerPolicy
 from ikeqcd.table import TokenCheck
@@ -205,7 +205,7 @@ class FailureDetector:
         self.policy = policy if policy is not None else TakerPolicy.hardened()
         self._clock = clock
         self._peer_of = peer_of
-        self._pending: dict[Pair, int] = {}
+        self._pending: dict[int, int] = {}  # sa_key(spi_i, spi_r) -> the request's Message ID
         self._held: dict[Pair, _Held] = {}
         self._held_min = math.inf  # no held decision is due before this
         # held decisions are usually added in due order (a monotonic clock): then the due ones
@@ -215,7 +215,7 @@ class FailureDetector:
         # Dampening compares the order of protected stores and teardowns, not clock readings
         # (equal readings are common: a batch, a coarse clock). peer -> (teardown seq, until)
         self._dampened: dict[Hashable, tuple[int, float]] = {}
-        self._born: dict[Pair, int] = {}  # SAs stored while some peer is dampened -> seq
+        self._born: dict[int, int] = {}  # sa_key of SAs stored while some peer is dampened -> seq
         self._peer: dict[Pair, Hashable] = {}  # identity learned in the protected exchange
         self._seq = 0
         self._children: dict[int, Pair] = {}  # child SPI -> its IKE SA
@@ -251,7 +251,7 @@ class FailureDetector:
             self._peer[(spi_i, spi_r)] = peer
         self._seq += 1
         if self._dampened:
-            self._born[(spi_i, spi_r)] = self._seq
+            self._born[sa_key(spi_i, spi_r)] = self._seq
         if self._held:
             self._cancel((spi_i, spi_r), now)
 
@@ -269,19 +269,19 @@ class FailureDetector:
         if peer is not None:
             self._peer.update(dict.fromkeys(zip(spi_i.tolist(), spi_r.tolist()), peer))
         self._seq += 1
-        if self._dampened or self._held:
+        if self._dampened:
+            self._born.update(dict.fromkeys(sa_keys(spi_i, spi_r), self._seq))
+        if self._held:
             for pair in zip(spi_i.tolist(), spi_r.tolist()):
-                if self._dampened:
-                    self._born[pair] = self._seq
                 self._cancel(pair, now)
 
     def sa_deleted(self, spi_i: int, spi_r: int) -> None:
         """The SA was deleted or expired: forget its token(s) and state (§5.3)."""
         pair = (spi_i, spi_r)
         self.table.remove(spi_i, spi_r)
-        self._pending.pop(pair, None)
+        self._pending.pop(sa_key(spi_i, spi_r), None)
         self._held.pop(pair, None)
-        self._born.pop(pair, None)
+        self._born.pop(sa_key(spi_i, spi_r), None)
         self._peer.pop(pair, None)
         self._forget_children(pair)
 
@@ -290,8 +290,10 @@ class FailureDetector:
         if not len(spi_i):
             return
         self.table.remove_many(spi_i, spi_r)
+        if self._pending or self._born:
+            pop_keys(sa_keys(spi_i, spi_r), self._pending, self._born)
         pairs = list(zip(spi_i.tolist(), spi_r.tolist()))
-        for d in (self._pending, self._held, self._born, self._peer):
+        for d in (self._held, self._peer):
             if d:
                 list(map(d.pop, pairs, repeat(None)))  # C-level pops
         if self._children_of:
@@ -303,9 +305,8 @@ class FailureDetector:
             for pair in pairs:
                 self._forget(pair, now)
             return
-        for d in (self._pending, self._born):
-            if d:
-                list(map(d.pop, pairs, repeat(None)))
+        if self._pending or self._born:
+            pop_keys(sa_keys_of(pairs), self._pending, self._born)
         peers = list(map(self._peer.pop, pairs, repeat(_UNKNOWN_PEER))) if self._peer else [_UNKNOWN_PEER]
         if self.policy.dampening > 0 and pairs:
             if len(set(peers)) > 1:
@@ -340,14 +341,14 @@ class FailureDetector:
 
     def request_sent(self, spi_i: int, spi_r: int, message_id: int) -> None:
         """A protected request (e.g. a liveness check) went out on this SA."""
-        self._pending[_pair(spi_i, spi_r)] = _message_id(message_id)
+        self._pending[sa_key(*_pair(spi_i, spi_r))] = _message_id(message_id)
 
     def requests_sent(
         self, spi_i: npt.NDArray[np.uint64], spi_r: npt.NDArray[np.uint64],
         message_id: npt.NDArray[np.uint32],
     ) -> None:
         """Batch :meth:`request_sent` (SPIs from the owner's own arrays)."""
-        self._pending.update(zip(zip(spi_i.tolist(), spi_r.tolist()), message_id.tolist()))
+        self._pending.update(zip(sa_keys(spi_i, spi_r), message_id.tolist()))
 
     def responses_received(
         self, spi_i: npt.NDArray[np.uint64], spi_r: npt.NDArray[np.uint64],
@@ -355,18 +356,18 @@ class FailureDetector:
     ) -> None:
         """Batch :meth:`response_received`, in order."""
         now = self._now()
-        for pair, mid in zip(zip(spi_i.tolist(), spi_r.tolist()), message_id.tolist()):
-            if self._pending.get(pair) == mid:
-                del self._pending[pair]
-            if self._held:
+        if self._pending:
+            pop_keys(answered(self._pending, sa_keys(spi_i, spi_r), message_id.tolist()), self._pending)
+        if self._held:
+            for pair in zip(spi_i.tolist(), spi_r.tolist()):
                 self._cancel(pair, now)
 
     def response_received(self, spi_i: int, spi_r: int, message_id: int) -> None:
         """A genuine protected response arrived: the peer is alive. Cancels a held restart."""
         pair = _pair(spi_i, spi_r)
         _message_id(message_id)
-        if self._pending.get(pair) == message_id:
-            del self._pending[pair]
+        if self._pending.get(sa_key(*pair)) == message_id:
+            del self._pending[sa_key(*pair)]
         self._cancel(pair, self._now())
 
     def _cancel(self, pair: Pair, now: float) -> None:
@@ -423,7 +424,7 @@ class FailureDetector:
         if pair not in self.table:
             return self._verdict(VerdictKind.NO_SA, pair)
         if via == "invalid_ike_spi" and self.policy.require_pending:
-            want = self._pending.get(pair)
+            want = self._pending.get(sa_key(*pair))
             if want is None:
                 return self._verdict(VerdictKind.NOT_PENDING, pair)
             if want != reply.message_id:
@@ -433,7 +434,7 @@ class FailureDetector:
                 )
         window = self._dampened.get(self._peer_key(pair))
         if window is not None and now < window[1]:
-            born = self._born.get(pair)
+            born = self._born.get(sa_key(*pair))
             if born is not None and born > window[0]:
                 return self._verdict(VerdictKind.DAMPENED, pair, "SA re-established after a QCD teardown")
         if pair in self._held:
@@ -487,7 +488,7 @@ class FailureDetector:
         # per SA, and a limited number per second in total (spec case 41).
         if pair not in self.table:
             return self._verdict(VerdictKind.NO_TOKEN, pair, "no such SA: nothing to check")
-        if pair in self._pending:
+        if sa_key(*pair) in self._pending:
             return self._verdict(VerdictKind.NO_TOKEN, pair, "a request is already outstanding")
         if not self._liveness_limit.allow(0, now):
             return self._verdict(VerdictKind.NO_TOKEN, pair, "liveness checks rate-limited")
@@ -514,9 +515,9 @@ class FailureDetector:
     def _forget(self, pair: Pair, now: float) -> None:
         """A restart's bookkeeping once the token left the table: the pending request, the
         children, and the dampening window of the SA's peer."""
-        self._pending.pop(pair, None)
+        self._pending.pop(sa_key(*pair), None)
         self._forget_children(pair)
-        self._born.pop(pair, None)
+        self._born.pop(sa_key(*pair), None)
         peer = self._peer_key(pair)
         self._peer.pop(pair, None)
         if self.policy.dampening > 0:

@@ -37,6 +37,7 @@ AAD = HLEN + 4  # header + SK generic header
 IV = 8
 ICV = 16
 SEALED_MIN = AAD + IV + 1 + ICV  # an empty inner chain: 57 octets
+SEALED_TAIL = 1 + ICV  # its encrypted Pad Length and the ICV: all that a key changes
 NOTIFY_LEN = 40  # generic header, Notify header, 32-octet token
 NONCE_LEN = 32
 INIT_LEN = HLEN + 4 + NONCE_LEN
@@ -148,6 +149,18 @@ def seal(
     initiator: bool, response: bool, inner_next: int = wire.PAYLOAD_NONE, inner: U8 | None = None,
 ) -> U8:
     """``HDR, SK{inner}`` per row, encrypted under row k of ``keys`` (``_protect.seal``)."""
+    out = frame(spi_i, spi_r, exchange=exchange, message_id=message_id, initiator=initiator,
+                response=response, inner_next=inner_next, inner=inner)
+    return _core._aead_seal(np.ascontiguousarray(keys), out, AAD) if len(out) else out
+
+
+def frame(
+    spi_i: U64, spi_r: U64, *, exchange: int, message_id: npt.ArrayLike, initiator: bool,
+    response: bool, inner_next: int = wire.PAYLOAD_NONE, inner: U8 | None = None,
+) -> U8:
+    """What :func:`seal` encrypts: the clear octets of ``HDR, SK{inner}`` (header, SK header,
+    IV) with the plaintext after them. Of an empty inner chain only the last 17 octets
+    (Pad Length and ICV, :data:`SEALED_TAIL`) differ once sealed."""
     n = len(spi_i)
     li = 0 if inner is None else inner.shape[1]
     length = SEALED_MIN + li
@@ -162,7 +175,7 @@ def seal(
     out[:, AAD + 7] = 1 if response else 0
     if inner is not None:
         out[:, AAD + IV:AAD + IV + li] = inner
-    return _core._aead_seal(np.ascontiguousarray(keys), out, AAD) if n else out
+    return out
 
 
 def open_sealed(keys: U8, rows: U8) -> tuple[npt.NDArray[np.bool_], U8, U8]:

@@ -72,8 +72,10 @@ class GatewayA:
             SaTable(), policy=policy if qcd else policy.with_(enabled=False), clock=net.now
         )
         n = world.n
-        # the liveness check in flight per tunnel (retransmissions are bitwise identical)
-        self.check_rows = np.zeros((n, codec.SEALED_MIN), np.uint8)
+        # the liveness check in flight per tunnel (retransmissions are bitwise identical, RFC
+        # 7296 §2.1): only its 17 sealed octets are kept, the rest is framed again from the
+        # tunnel's SPIs and Message ID
+        self.check_tail = np.zeros((n, codec.SEALED_TAIL), np.uint8)
         self.has_check = np.zeros(n, bool)
         # the IKE_SA_INIT / IKE_AUTH request in flight per tunnel
         self.est_dgram: npt.NDArray[np.object_] = np.full(n, None, object)
@@ -95,7 +97,6 @@ class GatewayA:
         self.tout = np.full(n, -math.inf)
         self.dirty_in = np.zeros(n, bool)
         self.dirty_out = np.zeros(n, bool)
-        self._groups = [np.arange(g, n, self.TRAFFIC_GROUPS, dtype=np.int64) for g in range(self.TRAFFIC_GROUPS)]
         net.register("A", self.receive)
 
     # -- establishing tunnels -----------------------------------------------------------
@@ -183,57 +184,39 @@ class GatewayA:
     def traffic(self, items: list[tuple[float, int]]) -> None:
         """Each tunnel sends a packet every traffic interval (tunnels are spread over
         ``TRAFFIC_GROUPS`` phases, one quiet event per group); the peer answers if it has the
-        SA. ESP is bookkeeping here: the IKE messages are the real ones. The groups due
-        together are handled as one array (in chunks where no group repeats)."""
-        start = 0
-        seen: set[int] = set()
-        for i, (_, g) in enumerate(items):
-            if g in seen:
-                self._traffic(items[start:i])
-                start, seen = i, set()
-            seen.add(g)
-        self._traffic(items[start:])
-
-    def _traffic(self, items: list[tuple[float, int]]) -> None:
-        w = self.w
-        parts = [self._groups[g] for _, g in items]
-        lens = np.fromiter(map(len, parts), np.int64, len(parts))
-        ks = np.concatenate(parts)
-        tt = np.repeat(np.fromiter((t for t, _ in items), float, len(items)), lens)
-        item = np.repeat(np.arange(len(items)), lens)
-        st = w.state[ks]
-        live = (st == UP) | (st == CHECKING)
-        ks, tt, item = ks[live], tt[live], item[live]
-        self.tout[ks] = tt
-        self.dirty_out[ks] = True
-        back = self.peer.knows_many(ks)
-        ks, tt, item = ks[back], tt[back], item[back]
+        SA. ESP is bookkeeping here: the IKE messages are the real ones. A group is tunnels
+        ``g, g + G, g + 2G, ...``: each event works on strided views of the per-tunnel arrays
+        (no index arrays), in event order; one loss draw for the answers of all of them."""
+        w, G = self.w, self.TRAFFIC_GROUPS
+        answered = []
+        for t, g in items:
+            st = w.state[g::G]
+            live = (st == UP) | (st == CHECKING)
+            self.tout[g::G][live] = t
+            self.dirty_out[g::G] |= live
+            answered.append(live & self.peer.ok[g::G] if self.peer.alive else None)
         loss = self.cfg.path_loss("B", "A")
-        if loss > 0:  # one draw per answer, in group order (as one group at a time)
-            keep = self.net.rng.random(len(ks)) >= loss
-            ks, tt, item = ks[keep], tt[keep], item[keep]
-        cuts = np.searchsorted(item, np.arange(len(items) + 1))
-        for i, (t, g) in enumerate(items):
-            a, b = cuts[i], cuts[i + 1]
-            if b > a:
-                k = ks[a:b]
-                self.net.quiet(t + self.cfg.rtt, self._inbound, (g, k, self.w.spi_i[k], self.w.spi_r[k]))
+        if loss > 0:  # one draw per answer, in event order (as one group at a time)
+            counts = [0 if a is None else int(np.count_nonzero(a)) for a in answered]
+            keep = self.net.rng.random(sum(counts)) >= loss
+            at = 0
+            for a, c in zip(answered, counts):
+                if a is not None:
+                    a[a] = keep[at:at + c]
+                    at += c
+        for (t, g), back in zip(items, answered):
+            if back is not None and back.any():
+                self.net.quiet(t + self.cfg.rtt, self._inbound, (g, back, w.spi_i[g::G].copy(), w.spi_r[g::G].copy()))
             self.net.quiet(t + self.cfg.traffic_interval, self.traffic, g)
 
-    def _inbound(self, items: list[tuple[float, tuple[int, I64, U64, U64]]]) -> None:
-        if len({g for _, (g, _, _, _) in items}) != len(items):
-            for one in items:  # a group twice: one at a time, later times last
-                self._inbound([one])
-            return
-        ks = np.concatenate([k for _, (_, k, _, _) in items])
-        si = np.concatenate([i for _, (_, _, i, _) in items])
-        sr = np.concatenate([r for _, (_, _, _, r) in items])
-        tt = np.repeat(np.fromiter((t for t, _ in items), float, len(items)),
-                       np.fromiter((len(k) for _, (_, k, _, _) in items), np.int64, len(items)))
-        same = (self.w.spi_i[ks] == si) & (self.w.spi_r[ks] == sr)
-        ks = ks[same]
-        self.tin[ks] = tt[same]
-        self.dirty_in[ks] = True
+    def _inbound(self, items: list[tuple[float, tuple[int, npt.NDArray[np.bool_], U64, U64]]]) -> None:
+        """The answers to group ``g``'s traffic arrive: tunnels still on the same SA note
+        inbound traffic (one event at a time, in event order)."""
+        w, G = self.w, self.TRAFFIC_GROUPS
+        for t, (g, back, si, sr) in items:
+            same = back & (w.spi_i[g::G] == si) & (w.spi_r[g::G] == sr)
+            self.tin[g::G][same] = t
+            self.dirty_in[g::G] |= same
 
     def scan(self) -> None:
         w = self.w
@@ -259,7 +242,7 @@ class GatewayA:
         si, sr = w.spi_i[ks], w.spi_r[ks]
         rows = codec.seal(w.a_key[ks], si, sr, exchange=wire.EXCHANGE_INFORMATIONAL,
                           message_id=mids, initiator=True, response=False)
-        self.check_rows[ks] = rows
+        self.check_tail[ks] = rows[:, codec.SEALED_MIN - codec.SEALED_TAIL:]
         self.has_check[ks] = True
         self.detector.requests_sent(si, sr, mids)
         w.state[ks] = CHECKING
@@ -269,7 +252,15 @@ class GatewayA:
 
     def check_datagrams(self, ks: I64) -> list[bytes]:
         """The liveness requests in flight on tunnels ``ks`` (those that have one)."""
-        return codec.as_list(self.check_rows[ks[self.has_check[ks]]])
+        return codec.as_list(self._check_rows(ks[self.has_check[ks]]))
+
+    def _check_rows(self, ks: I64) -> npt.NDArray[np.uint8]:
+        """The liveness checks in flight on tunnels ``ks`` (Message ID: the one before next)."""
+        w = self.w
+        rows = codec.frame(w.spi_i[ks], w.spi_r[ks], exchange=wire.EXCHANGE_INFORMATIONAL,
+                           message_id=w.mid[ks] - np.uint32(1), initiator=True, response=False)
+        rows[:, codec.SEALED_MIN - codec.SEALED_TAIL:] = self.check_tail[ks]
+        return rows
 
     def _timeout(self, ks: I64, attempt: int) -> None:
         w = self.w
@@ -280,7 +271,7 @@ class GatewayA:
         if nxt < len(self.schedule.timeouts):
             w.attempt[ks] = nxt
             # RFC 7296 §2.1: retransmissions are bitwise identical (spec case 44)
-            self.net.send("A", "B", codec.as_list(self.check_rows[ks]))
+            self.net.send("A", "B", codec.as_list(self._check_rows(ks)))
             self.net.at(self.net.now() + self.schedule.timeouts[nxt], self._timeout, ks, nxt)
             return
         self.down(ks, "timeout")  # gave up: the peer is declared dead (RFC 7296 §2.4)
@@ -336,14 +327,16 @@ class GatewayA:
             ks = np.flatnonzero(dirty)
             if not len(ks):
                 continue
-            dirty[ks] = False
+            dirty.fill(False)
             t = times[ks]
-            order = np.argsort(t, kind="stable")
+            # touches only move a time forward and each SA comes once: any order within a
+            # time is the same table, so the partition by time needs no stable sort
+            order = np.argsort(t)
             ks, t = ks[order], t[order]
-            cuts = np.flatnonzero(np.diff(t)) + 1
-            for part in np.split(np.arange(len(ks)), cuts):
-                sel = ks[part]
-                tab.touch_many(w.spi_i[sel], w.spi_r[sel], float(t[part[0]]), inbound=inbound)
+            si, sr = w.spi_i[ks], w.spi_r[ks]
+            cuts = (np.flatnonzero(np.diff(t)) + 1).tolist()
+            for a, b in zip([0, *cuts], [*cuts, len(ks)]):  # one call per distinct time
+                tab.touch_many(si[a:b], sr[a:b], float(t[a]), inbound=inbound)
 
     def _poll(self) -> None:
         events, si, _sr = self.detector.poll_many()

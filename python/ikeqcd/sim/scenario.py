@@ -30,7 +30,7 @@ from ikeqcd.sim.config import Baseline, SimConfig
 from ikeqcd.sim.gateway_a import GatewayA
 from ikeqcd.sim.gateway_b import GatewayB
 from ikeqcd.sim.net import Net, UdpNet, VirtualNet
-from ikeqcd.sim.report import ModeResult, SimReport, percentile, write_capture
+from ikeqcd.sim.report import ModeResult, SimReport, float_array, percentile, write_capture
 from ikeqcd.sim.world import IDX_MASK, UP, World, k_of
 
 if TYPE_CHECKING:
@@ -255,8 +255,8 @@ def _run_mode(
         verdicts=a.detector.counters,
         responder=responder_counts,
         wall_s=wall,
-        detection_times=det.tolist(),
-        back_times=back.tolist(),
+        detection_times=float_array(det),
+        back_times=float_array(back),
         inits_dropped=b.init_dropped,
         datagrams_per_s=net.count / wall if wall > 0 else 0.0,
         cluster_store=None if stores is None else simcluster.counters_since(stores, counted),
