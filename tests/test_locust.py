@@ -226,6 +226,36 @@ def test_report_batch_counts_every_datagram() -> None:
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
 
 
+_EXIT_MID_STEP = """
+import socket, sys
+import gevent
+from ikeqcd.loadcore import BatchLoad
+from ikeqcd.locust import _IN_FLIGHT
+
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))  # a silent target: the step runs its whole length
+load = BatchLoad(f"127.0.0.1:{s.getsockname()[1]}", rate=1000.0, timeout=0.2)
+step = float(sys.argv[1])
+g = gevent.spawn(gevent.get_hub().threadpool.apply, _IN_FLIGHT.call, (load, load.step, step))
+gevent.sleep(0.5)
+assert _IN_FLIGHT._running, "the step is not running"
+g.kill()  # what Locust does to a user at the end of a run
+print("ok")
+sys.exit(0)  # the native step is still running: it ends about when the interpreter finalizes
+"""
+
+
+@pytest.mark.parametrize("step", [0.52, 0.55, 0.6, 30.0])
+def test_exit_with_a_native_step_in_flight_is_clean(step: float) -> None:
+    """A user killed mid-step leaves its pool thread in native code with the GIL released.
+    Had that step ended while the interpreter finalized, CPython would end the thread inside
+    Rust frames and the process would abort ("FATAL: exception not rethrown", seen here for
+    steps of 0.52-0.55 s before the fix); at exit the step is now stopped and waited for."""
+    r = subprocess.run([sys.executable, "-c", _EXIT_MID_STEP, str(step)], capture_output=True,
+                       text=True, timeout=60, check=False)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-3000:])
+
+
 def test_targets_and_help() -> None:
     assert parse_target("udp://127.0.0.1:500") == "127.0.0.1:500"
     assert parse_target("[::1]:4500") == "[::1]:4500"

@@ -35,6 +35,8 @@ datagrams. Users in one worker process take turns (each batch holds the process 
 from __future__ import annotations
 
 import argparse
+import atexit
+import itertools
 import math
 import sys
 import time
@@ -95,6 +97,43 @@ def _options(parser: Any) -> None:
 
 
 events.init_command_line_parser.add_listener(_options)  # type: ignore[no-untyped-call]
+
+
+class _InFlight:
+    """The native load calls running in gevent's thread pool, so that none is left running
+    when the process exits.
+
+    Locust kills a user's greenlet at the end of a run (``-t``) while its pool thread may
+    still be inside a native step with the GIL released. If the interpreter finalizes then,
+    CPython ends that thread as it tries to take the GIL back, inside Rust frames, and the
+    process aborts ("FATAL: exception not rethrown", exit -6). At exit every running load is
+    stopped (its step returns within a native slice) and waited for.
+    """
+
+    def __init__(self) -> None:
+        # No lock: dict updates are atomic under the GIL, and gevent's patched locks are not
+        # for use across the pool's real threads.
+        self._running: dict[int, BatchLoad] = {}
+        self._tokens = itertools.count()
+
+    def call(self, load: BatchLoad, fn: Any, *args: Any) -> Batch:
+        key = next(self._tokens)
+        self._running[key] = load
+        try:
+            return fn(*args)  # type: ignore[no-any-return]
+        finally:
+            self._running.pop(key, None)
+
+    def quiesce(self, wait: float = 5.0) -> None:
+        deadline = time.monotonic() + wait
+        while self._running and time.monotonic() < deadline:
+            for load in list(self._running.values()):
+                load.stop()
+            time.sleep(0.01)
+
+
+_IN_FLIGHT = _InFlight()
+atexit.register(_IN_FLIGHT.quiesce)
 
 
 def _check_options(o: Any) -> None:
@@ -242,12 +281,14 @@ class QcdUser(User):
             raise StopUser()
         # In gevent's thread pool: the native call releases the GIL and the worker's hub
         # (heartbeats, timers, other users) keeps running meanwhile.
-        self._report(gevent.get_hub().threadpool.apply(load.step, (self._step,)))
+        pool = gevent.get_hub().threadpool
+        self._report(pool.apply(_IN_FLIGHT.call, (load, load.step, self._step)))
 
     def on_stop(self) -> None:
         load = getattr(self, "_load", None)
         if load is not None:
-            self._report(gevent.get_hub().threadpool.apply(load.finish))
+            pool = gevent.get_hub().threadpool
+            self._report(pool.apply(_IN_FLIGHT.call, (load, load.finish)))
             self._load = None
 
     def _report(self, b: Batch) -> None:
