@@ -51,11 +51,20 @@ def capture(
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender.bind(("127.0.0.1", 0))
     sport = sender.getsockname()[1]
-    # only what our socket sends: a stray datagram to its (reused) port from another process
-    # on a busy machine must not enter the file
-    expr = f"udp and src port {sport}"
-    # tcpdump takes the filter as trailing words; dumpcap and tshark as -f
-    argv = [*tool, "-w", str(out), *([expr] if "tcpdump" in tool[0] else ["-f", expr])]
+    # only what our socket sends to 500/4500: a stray datagram from another process on a
+    # busy machine (its port reused, GSO super-packets on "any") must not enter the file
+    expr = f"udp and src port {sport} and (dst port 500 or dst port 4500)"
+    # tcpdump takes the filter as trailing words; dumpcap and tshark as -f after each -i
+    # (a -f applies to the interface named before it only)
+    if "tcpdump" in tool[0]:
+        argv = [*tool, "-w", str(out), expr]
+    else:
+        argv = [tool[0]]
+        for k, a in enumerate(tool[1:], 1):
+            argv.append(a)
+            if tool[k - 1] == "-i":
+                argv += ["-f", expr]
+        argv += ["-w", str(out)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     seen = ""
