@@ -233,7 +233,9 @@ impl Server {
             if live.is_some() {
                 let errors = self.round.receive_queued(&self.sock);
                 if errors > 0 {
-                    self.counters.recv_errors.fetch_add(errors, Ordering::Relaxed);
+                    self.counters
+                        .recv_errors
+                        .fetch_add(errors, Ordering::Relaxed);
                 }
             }
             let t = now + start.elapsed().as_secs_f64();

@@ -261,5 +261,9 @@ fn queued_batches_share_one_live_check() {
     assert_eq!(c.datagrams_out, n, "{c:?}");
     assert!(c.batches >= 16, "{c:?}");
     assert!(most > BATCH, "{calls} calls, at most {most} pairs");
-    assert!((calls as u64) < c.batches, "{calls} calls for {} batches", c.batches);
+    assert!(
+        (calls as u64) < c.batches,
+        "{calls} calls for {} batches",
+        c.batches
+    );
 }
