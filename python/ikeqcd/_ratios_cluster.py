@@ -36,8 +36,8 @@ WINDOW = 8192
 """Requests in flight for both serves. ``load --rate max`` keeps 512 by default, which makes
 the figure a latency ratio rather than an answered rate: ``serve --cluster`` waits one store
 round trip (~100 us) per round, so with 512 in flight it answers at most ~512 per round trip
-however fast it is (0.29 of plain serve on a quiet 2-core machine; 0.75-0.82 with 8 192, where
-plain serve is unchanged at 3.1-3.5 M/s)."""
+however fast it is (0.29 of plain serve on a quiet 2-core machine; 0.61-0.82 with 8 192, where
+plain serve is unchanged at 3.0-3.7 M/s)."""
 
 
 def _server() -> object:
