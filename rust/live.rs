@@ -1,11 +1,11 @@
 //! The serve loop's live-SA check (RFC 6290 §9.2: never reveal the token of an SA that is live
-//! here or anywhere in the cluster), asked once per received batch with every candidate of
-//! that batch.
+//! here or anywhere in the cluster), asked once per round of received batches (see
+//! `net::round`) with every candidate of the round.
 //!
 //! [`LiveCheck`] is implemented here for a local [`SaTable`] (read-locked once per batch) and,
 //! in the Python bindings, for an object with `contains_many` (a cluster store: the GIL is
 //! taken once per batch). A check that cannot answer returns [`Unavailable`] and the serve
-//! loop fails closed: every candidate of that batch gets `Reason::ClusterUnavailable` and no
+//! loop fails closed: every candidate of that round gets `Reason::ClusterUnavailable` and no
 //! reply at all.
 #![forbid(unsafe_code)]
 

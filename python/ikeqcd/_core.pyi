@@ -567,11 +567,12 @@ class _UdpServer:
         gso: use UDP GSO/GRO where the kernel has it (runs of requests received as one
             buffer, runs of equal-sized replies to one source sent as one segmented send).
         gate: the reply policy; ``None`` answers every candidate with tokens.
-        live: live SAs, never answered with a token, asked once per received batch with
-            every candidate of the batch: an :class:`SaTable` (read-locked, no GIL), or an
-            object with ``contains_many(spi_i, spi_r) -> bool array`` such as
-            ``ikeqcd.cluster.LiveSaStore`` (the GIL is taken once per batch). When the
-            object raises or answers with the wrong shape, every candidate of the batch is
+        live: live SAs, never answered with a token, asked once per round (a received
+            batch and what was already queued behind it) with every candidate of the round:
+            an :class:`SaTable` (read-locked, no GIL), or an object with
+            ``contains_many(spi_i, spi_r) -> bool array`` such as
+            ``ikeqcd.cluster.LiveSaStore`` (the GIL is taken once per round). When the
+            object raises or answers with the wrong shape, every candidate of the round is
             ``CLUSTER_UNAVAILABLE`` and gets nothing (fail closed).
         xfrm_bypass: set per-socket IPsec bypass policies (``IP_XFRM_POLICY`` /
             ``IPV6_XFRM_POLICY``, ALLOW in and out) so that leftover XFRM policies do not

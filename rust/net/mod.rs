@@ -41,6 +41,7 @@ use crate::error::{CoreError, CoreResult};
 
 mod histogram;
 mod load;
+mod round;
 mod serve;
 #[cfg(target_os = "linux")]
 #[path = "sys_linux.rs"]

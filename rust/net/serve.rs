@@ -1,6 +1,7 @@
 //! `ikeqcd serve`'s core: [`Server`], a rebooted gateway on one UDP socket, its shared
-//! [`ServeCounters`] and the serve loop (receive a batch, classify and answer every datagram,
-//! send the replies in one batch).
+//! [`ServeCounters`] and the serve loop (receive a round of batches, classify every datagram,
+//! ask the live check once, answer, send the replies in one batch per receive batch; see
+//! [`super::round`]).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -8,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::histogram::BatchTimes;
+use super::round::Round;
 use super::{net_err, setup, sys, xfrm, BATCH};
 use crate::error::CoreResult;
 use crate::gate::MakerGate;
@@ -33,10 +35,12 @@ pub struct ServeCounters {
     pub send_errors: AtomicU64,
     /// Receive calls that failed (other than timeouts and interruptions).
     pub recv_errors: AtomicU64,
-    /// `recvmmsg` calls that returned datagrams.
+    /// `recvmmsg` calls that returned datagrams (receive batches; with a live check, several
+    /// of them may share one check round, see [`super::round`]).
     pub batches: AtomicU64,
-    /// Time to answer each received batch: from `recvmmsg` returning to the replies' send
-    /// returning (classify, policy, tokens, replies, `sendmmsg`).
+    /// Time to answer each round (one receive batch without a live check; with one, the
+    /// batches that shared a check): from the round's receives returning to the replies'
+    /// sends returning (classify, live check, policy, tokens, replies, `sendmmsg`).
     pub batch_times: BatchTimes,
 }
 
@@ -110,7 +114,7 @@ pub struct Server {
     maker: TokenMaker,
     nat_t: bool,
     gso: bool,
-    rx: Box<sys::RecvSlots>,
+    round: Round,
     out: Vec<u8>,
     segs: Vec<sys::Seg>,
     batch: Batch,
@@ -156,7 +160,7 @@ impl Server {
             maker,
             nat_t,
             gso,
-            rx: sys::RecvSlots::new(),
+            round: Round::new(),
             segs: Vec::with_capacity(BATCH),
             batch: Batch::default(),
             counters: Arc::new(ServeCounters::default()),
@@ -198,10 +202,13 @@ impl Server {
 
     /// Serve until `budget` has elapsed or `stop` is set. `now` is the policy clock at the
     /// start of the slice (the gate's time scale); it advances with the monotonic clock.
-    /// `live` is asked once per batch, with every candidate of the batch, and `gate` is
-    /// locked once per batch after it; neither is held across a blocking receive. When
-    /// `live` cannot answer, every candidate of the batch is `Reason::ClusterUnavailable`
-    /// and gets nothing (fail closed). Without a gate every candidate gets the full reply.
+    /// `live` is asked once per round, with every candidate of the round: after the blocking
+    /// receive, what is already queued is taken too (up to [`super::round::ROUND_SLOTS`]
+    /// receive batches), so a cluster store's round trip is shared by up to ~1 000 requests.
+    /// `gate` is locked once per round after the check; neither is held across a blocking
+    /// receive. When `live` cannot answer, every candidate of the round is
+    /// `Reason::ClusterUnavailable` and gets nothing (fail closed). Without `live` a round is
+    /// one receive batch. Without a gate every candidate gets the full reply.
     ///
     /// # Errors
     /// Only an inconsistent maker (cannot happen); socket errors are counted, never fatal.
@@ -215,36 +222,41 @@ impl Server {
     ) -> CoreResult<()> {
         let start = Instant::now();
         while !stop.load(Ordering::Relaxed) && start.elapsed() < budget {
-            let n = match sys::recv(&self.sock, &mut self.rx, BATCH, true) {
-                Ok(n) => n,
+            match self.round.receive(&self.sock) {
+                Ok(0) => continue,
+                Ok(_) => {}
                 Err(_) => {
                     self.counters.recv_errors.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-            };
-            if n == 0 {
-                continue;
+            }
+            if live.is_some() {
+                let errors = self.round.receive_queued(&self.sock);
+                if errors > 0 {
+                    self.counters
+                        .recv_errors
+                        .fetch_add(errors, Ordering::Relaxed);
+                }
             }
             let t = now + start.elapsed().as_secs_f64();
-            self.answer_batch(n, gate, live, t)?;
+            self.answer_round(gate, live, t)?;
         }
         Ok(())
     }
 
-    fn answer_batch(
+    fn answer_round(
         &mut self,
-        n: usize,
         gate: Option<&Mutex<MakerGate>>,
         live: Option<&dyn LiveCheck>,
         now: f64,
     ) -> CoreResult<()> {
         let began = Instant::now();
         let mut c = ServeSnapshot {
-            batches: 1,
+            batches: self.round.batches() as u64,
             ..ServeSnapshot::default()
         };
         let Server {
-            rx,
+            round,
             out,
             segs,
             maker,
@@ -255,8 +267,9 @@ impl Server {
         out.clear();
         segs.clear();
         batch.clear();
-        // Pass 1: classify every datagram; collect the candidates' SPI pairs.
-        for k in 0..n {
+        // Pass 1: classify every datagram; collect the candidates' SPI pairs (with their
+        // round-wide slot numbers).
+        for (at, rx, k) in round.messages() {
             let truncated = rx.truncated(k);
             for d in rx.segments(k) {
                 c.datagrams_in += 1;
@@ -264,11 +277,11 @@ impl Server {
                 match responder::classify(d, Some(*nat_t)) {
                     _ if truncated => batch.fail(Reason::Malformed),
                     Err(r) => batch.fail(r),
-                    Ok(cand) => batch.candidate(k, cand),
+                    Ok(cand) => batch.candidate(at, cand),
                 }
             }
         }
-        // The live check, once for the whole batch.
+        // The live check, once for the whole round.
         let unavailable = batch.check(live);
         // Pass 2: the policy and the replies, in arrival order.
         {
@@ -278,22 +291,25 @@ impl Server {
                     Err(r) => r,
                     Ok(_) if unavailable => Reason::ClusterUnavailable,
                     Ok(_) if is_live => Reason::LiveSa,
-                    Ok((k, cand)) => {
+                    Ok((at, cand)) => {
                         let decision = match gate.as_mut() {
-                            Some(g) => g.decide(rx.source_key(k), now),
+                            Some(g) => {
+                                let (rx, k) = round.slot(at);
+                                g.decide(rx.source_key(k), now)
+                            }
                             None => Reason::Replied,
                         };
-                        let at = out.len();
+                        let start = out.len();
                         if decision == Reason::Replied {
                             responder::write_reply(maker, &cand, out)?;
                         } else if decision.sends() {
                             wire::write_invalid_ike_spi_reply(&cand.header, cand.nat_t, out);
                         }
-                        if out.len() > at {
+                        if out.len() > start {
                             segs.push(sys::Seg {
-                                start: at,
+                                start,
                                 end: out.len(),
-                                to: k,
+                                to: at,
                             });
                         }
                         decision
@@ -303,13 +319,9 @@ impl Server {
             }
         }
         if !self.segs.is_empty() {
-            let r = sys::send(
-                &self.sock,
-                &self.out,
-                &self.segs,
-                Some(&self.rx),
-                &mut self.gso,
-            );
+            let r = self
+                .round
+                .send(&self.sock, &self.out, &mut self.segs, &mut self.gso);
             c.datagrams_out = r.sent as u64;
             c.bytes_out = r.octets as u64;
             c.send_errors = r.errors as u64;

@@ -222,3 +222,48 @@ fn live_check_unavailable_fails_closed() {
     assert_eq!(c.reasons[Reason::Replied as usize], 0);
     assert_eq!(c.datagrams_out, 0);
 }
+
+/// A live check that counts its calls and the most pairs asked in one call (nothing live).
+#[derive(Default)]
+struct Counting(Mutex<(usize, usize, usize)>);
+
+impl LiveCheck for Counting {
+    fn contains_batch(&self, a: &[u64], _: &[u64], _: &mut [bool]) -> Result<(), Unavailable> {
+        let mut c = self.0.lock().unwrap();
+        c.0 += 1;
+        c.1 += a.len();
+        c.2 = c.2.max(a.len());
+        Ok(())
+    }
+}
+
+#[test]
+fn queued_batches_share_one_live_check() {
+    // Without GSO/GRO every request is its own message: 1 000 of them are 16 receive batches.
+    let mut srv = Server::bind(loopback(), maker(), false, false).unwrap();
+    let to = srv.local_addr();
+    let peer = UdpSocket::bind(loopback()).unwrap();
+    let opts = crate::wire::RequestOptions::default();
+    let n = 1_000u64;
+    for i in 0..n {
+        let d = crate::wire::build_request(i + 1, i + 2, &[0u8; 32], &opts).unwrap();
+        peer.send_to(&d, to).unwrap();
+    }
+    let check = Counting::default();
+    let stop = AtomicBool::new(false);
+    srv.run(None, Some(&check), 0.0, Duration::from_millis(100), &stop)
+        .unwrap();
+    let c = srv.counters().snapshot();
+    let (calls, pairs, most) = *check.0.lock().unwrap();
+    assert_eq!(c.datagrams_in, n, "{c:?}");
+    assert_eq!(pairs as u64, n);
+    assert_eq!(c.reasons[Reason::Replied as usize], n);
+    assert_eq!(c.datagrams_out, n, "{c:?}");
+    assert!(c.batches >= 16, "{c:?}");
+    assert!(most > BATCH, "{calls} calls, at most {most} pairs");
+    assert!(
+        (calls as u64) < c.batches,
+        "{calls} calls for {} batches",
+        c.batches
+    );
+}
