@@ -15,7 +15,7 @@ from ikeqcd import _core
 from ikeqcd._core import TokenMaker
 from ikeqcd._netcommon import _address, _maker_of
 from ikeqcd.errors import InvalidArgument
-from ikeqcd.loadcore import BatchLoad
+from ikeqcd.loadcore import OUTCOMES, BatchLoad
 from ikeqcd.secret import SecretStore
 
 __all__ = ["LoadReport", "load", "load_spis"]
@@ -187,23 +187,8 @@ def _report(
     interrupted: bool = False,
 ) -> LoadReport:
     r = driver.report()
-    ints = {
-        k: int(r[k])
-        for k in (
-            "sent",
-            "send_errors",
-            "answered",
-            "valid",
-            "bare",
-            "bad_token",
-            "mismatched",
-            "malformed",
-            "unmatched",
-            "late",
-            "lost",
-            "recv_errors",
-        )
-    }
+    # the native driver's outcome counters, plus what was sent and answered
+    ints = {k: int(r[k]) for k in ("sent", "answered", *OUTCOMES)}
     return LoadReport(
         target=driver.target,
         rate=rate,
