@@ -506,6 +506,23 @@ class SaTable:
         Raises:
             InvalidArgument: ``now`` not finite, or ``idle`` negative or not finite.
         """
+    def due_many(
+        self,
+        spi_i: npt.NDArray[np.uint64],
+        spi_r: npt.NDArray[np.uint64],
+        now: float,
+        /,
+        *,
+        idle: float,
+    ) -> npt.NDArray[np.bool_]:
+        """:meth:`due_liveness` asked of given SAs: element k is True when pair k is in the
+        table and due at ``now``. One lookup per pair rather than a walk of the whole table,
+        for a gateway that keeps its own timers. Releases the GIL for large batches.
+
+        Raises:
+            ShapeMismatch: arrays of different lengths.
+            InvalidArgument: ``now`` or ``idle`` not usable (as :meth:`due_liveness`).
+        """
     def timestamps(self, spi_i: int, spi_r: int, /) -> tuple[float, float] | None:
         """``(last_in, last_out)`` of an SA in seconds (millisecond resolution), or None."""
     def memory_bytes(self) -> int:

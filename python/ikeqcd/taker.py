@@ -601,6 +601,16 @@ class FailureDetector:
             idle=self.policy.liveness_idle if idle is None else idle,
         )
 
+    def due_among(self, spi_i: npt.NDArray[np.uint64], spi_r: npt.NDArray[np.uint64],
+                  now: float | None = None, *, idle: float | None = None) -> npt.NDArray[np.bool_]:
+        """:meth:`due_liveness` asked of given SAs (one lookup each, no walk of the table):
+        element k says whether pair k is known and due. For a gateway whose own timers name
+        the SAs that may be due, after it has recorded their traffic in the table."""
+        return self.table.due_many(
+            spi_i, spi_r, self._now() if now is None else check_time(now),
+            idle=self.policy.liveness_idle if idle is None else idle,
+        )
+
     @property
     def counters(self) -> dict[str, int]:
         """How many verdicts of each kind so far."""

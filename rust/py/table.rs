@@ -367,6 +367,24 @@ impl PySaTable {
         PyTuple::new(py, [a.into_pyarray(py), b.into_pyarray(py)])
     }
 
+    /// Whether each pair is in the table and due for a liveness check at ``now``.
+    #[pyo3(signature = (spi_i, spi_r, now, /, *, idle))]
+    fn due_many<'py>(
+        &self,
+        py: Python<'py>,
+        spi_i: &Bound<'py, PyAny>,
+        spi_r: &Bound<'py, PyAny>,
+        now: f64,
+        idle: f64,
+    ) -> PyResult<Bound<'py, PyArray1<bool>>> {
+        let (a, b) = convert::spi_pair(spi_i, spi_r)?;
+        let out = self.reading(py, a.len(), |t| {
+            let mut out = vec![false; a.len()];
+            t.due_batch(&a, &b, now, idle, &mut out).map(|()| out)
+        })?;
+        Ok(out.into_pyarray(py))
+    }
+
     /// ``(last inbound, last outbound)`` of an SA in seconds, or None.
     #[pyo3(signature = (spi_i, spi_r, /))]
     fn timestamps(

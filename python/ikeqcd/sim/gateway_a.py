@@ -25,6 +25,8 @@ from ikeqcd.sim import codec
 from ikeqcd.sim.config import Baseline, SimConfig
 from ikeqcd.sim.gateway_b import GatewayB, Source
 from ikeqcd.sim.net import Net
+from ikeqcd.sim import traffic
+from ikeqcd.sim.traffic import Traffic
 from ikeqcd.sim.world import (
     AUTH_SENT,
     CHECKING,
@@ -47,8 +49,6 @@ from ikeqcd.taker import (
 
 
 class GatewayA:
-    TRAFFIC_GROUPS = 50
-
     def __init__(
         self,
         net: Net,
@@ -82,21 +82,16 @@ class GatewayA:
         # make-before-break: the old SA to delete once the new one is up (0: none)
         self.mbb_si = np.zeros(n, np.uint64)
         self.mbb_sr = np.zeros(n, np.uint64)
-        self._fresh: list[I64] = []  # tunnels whose SA came up in this batch
         self._answered: list[I64] = []  # tunnels whose liveness check was answered
         self._rebuild: list[I64] = []  # tunnels to re-create at the end of this batch
         self.cancelled = 0
-        # a mirror of the table's last-inbound time of each tunnel's current SA, never later
-        # than the table's: no UP tunnel can be due a liveness check before ``_due_floor``, so
-        # scans before then skip the table walk (the same SAs come out, at any scale)
-        self.tin = np.full(n, -math.inf)
+        # the tunnels' ESP traffic (exact lazy times unless answers to A can be lost)
+        self.traffic = Traffic(net, world, cfg, lambda: peer.ok if peer.alive else None,
+                               lazy=traffic.lazy_for(cfg))
+        peer.lost = self.traffic.lost
+        # no UP tunnel can be due a liveness check before ``_due_floor`` (a bound from the
+        # traffic model's cache, never later than the truth): scans before then do nothing
         self._due_floor = -math.inf
-        # traffic times are kept here and written to the table (touch_many, one call per
-        # distinct time) just before it is read: the table holds the same times when
-        # due_liveness walks it, without two table calls per tunnel per second
-        self.tout = np.full(n, -math.inf)
-        self.dirty_in = np.zeros(n, bool)
-        self.dirty_out = np.zeros(n, bool)
         net.register("A", self.receive)
 
     # -- establishing tunnels -----------------------------------------------------------
@@ -109,8 +104,6 @@ class GatewayA:
         w.spi_r[ks] = 0
         self.peer.refresh(ks)
         w.state[ks] = INIT_SENT
-        self.dirty_in[ks] = False  # pending traffic times belonged to the old SA
-        self.dirty_out[ks] = False
         msgs = codec.as_list(codec.plain_init(new, np.zeros(len(ks), np.uint64), response=False))
         self._send_establishing(ks, msgs, INIT_SENT)
 
@@ -165,12 +158,10 @@ class GatewayA:
         # no token: still track traffic on the SA (a placeholder never matches)
         tokens[~has] = np.frombuffer(os.urandom(32 * int((~has).sum())), np.uint8).reshape(-1, 32)
         self.detector.tokens_received(spi_i, spi_r, tokens)
-        self.tin[ks] = self.net.now()  # the insertion time counts as the last traffic
-        self.tout[ks] = self.net.now()
-        self._due_floor = min(self._due_floor, self.net.now() + self.cfg.idle)
         w.state[ks] = UP
+        self.traffic.up(ks, self.net.now())  # the insertion time counts as the last traffic
+        self._due_floor = min(self._due_floor, self.net.now() + self.cfg.idle)
         self.est_dgram[ks] = None
-        self._fresh.append(ks)  # traffic starts now in both directions (flushed per batch)
         back = ~np.isnan(w.detect_t[ks]) & np.isnan(w.back_t[ks])
         w.back_t[ks[back]] = self.net.now()
         old = ks[self.mbb_si[ks] != 0]
@@ -181,57 +172,45 @@ class GatewayA:
 
     # -- traffic and liveness -----------------------------------------------------------
 
-    def traffic(self, items: list[tuple[float, int]]) -> None:
-        """Each tunnel sends a packet every traffic interval (tunnels are spread over
-        ``TRAFFIC_GROUPS`` phases, one quiet event per group); the peer answers if it has the
-        SA. ESP is bookkeeping here: the IKE messages are the real ones. A group is tunnels
-        ``g, g + G, g + 2G, ...``: each event works on strided views of the per-tunnel arrays
-        (no index arrays), in event order; one loss draw for the answers of all of them."""
-        w, G = self.w, self.TRAFFIC_GROUPS
-        answered = []
-        for t, g in items:
-            st = w.state[g::G]
-            live = (st == UP) | (st == CHECKING)
-            self.tout[g::G][live] = t
-            self.dirty_out[g::G] |= live
-            answered.append(live & self.peer.ok[g::G] if self.peer.alive else None)
-        loss = self.cfg.path_loss("B", "A")
-        if loss > 0:  # one draw per answer, in event order (as one group at a time)
-            counts = [0 if a is None else int(np.count_nonzero(a)) for a in answered]
-            keep = self.net.rng.random(sum(counts)) >= loss
-            at = 0
-            for a, c in zip(answered, counts):
-                if a is not None:
-                    a[a] = keep[at:at + c]
-                    at += c
-        for (t, g), back in zip(items, answered):
-            if back is not None and back.any():
-                self.net.quiet(t + self.cfg.rtt, self._inbound, (g, back, w.spi_i[g::G].copy(), w.spi_r[g::G].copy()))
-            self.net.quiet(t + self.cfg.traffic_interval, self.traffic, g)
-
-    def _inbound(self, items: list[tuple[float, tuple[int, npt.NDArray[np.bool_], U64, U64]]]) -> None:
-        """The answers to group ``g``'s traffic arrive: tunnels still on the same SA note
-        inbound traffic (one event at a time, in event order)."""
-        w, G = self.w, self.TRAFFIC_GROUPS
-        for t, (g, back, si, sr) in items:
-            same = back & (w.spi_i[g::G] == si) & (w.spi_r[g::G] == sr)
-            self.tin[g::G][same] = t
-            self.dirty_in[g::G] |= same
-
     def scan(self) -> None:
-        w = self.w
         now = self.net.now()
         if now + 0.002 >= self._due_floor:  # (2 ms: the table's millisecond ticks)
-            self.sync_table()
-            si, _sr = self.detector.due_liveness(now, idle=self.cfg.idle)
-            if len(si):
-                ks = (si & np.uint64(IDX_MASK)).astype(np.int64)
-                ks = np.sort(ks[(w.state[ks] == UP) & (w.spi_i[ks] == si)])  # table order is random
-                self.start_checks(ks[: self.cfg.max_checks_per_scan])
-            up = self.tin[w.state == UP]
-            self._due_floor = float(up.min()) + self.cfg.idle if len(up) else math.inf
+            self._check_due(now)
         self._poll()
         self.net.at(now + self.cfg.scan_interval, self.scan)
+
+    def _check_due(self, now: float) -> None:
+        """Start liveness checks on the tunnels due one (seed issue 200). A asks its table about
+        the UP tunnels whose last inbound traffic is old enough (1.5 ms of rounding spare), after
+        writing their traffic times to it: the table decides, one lookup each."""
+        w, cfg = self.w, self.cfg
+        idle = cfg.idle
+        up = np.flatnonzero(w.state == UP)
+        thr = now - idle + 0.002
+        # the traffic model's cache is never later than the truth: bring the tunnels that
+        # may be due, and those that may be within a tick of it, up to date (a floor that
+        # stays close to the truth, so that the next scans skip this walk)
+        ks = up[self.traffic.tin[up] <= thr + cfg.traffic_interval + cfg.rtt]
+        if len(ks):
+            tin, tout = self.traffic.times(ks)
+            old = tin <= thr
+            ks, tin, tout = ks[old], tin[old], tout[old]
+        if len(ks):
+            si, sr = w.spi_i[ks], w.spi_r[ks]
+            self._touch(si, sr, tout, inbound=False)
+            self._touch(si, sr, tin, inbound=True)
+            due = ks[self.detector.due_among(si, sr, now, idle=idle)]
+            self.start_checks(due[: self.cfg.max_checks_per_scan])
+        up = up[w.state[up] == UP]
+        self._due_floor = float(self.traffic.tin[up].min()) + idle if len(up) else math.inf
+
+    def _touch(self, si: U64, sr: U64, times: npt.NDArray[np.float64], *, inbound: bool) -> None:
+        """Record each SA's traffic time in A's table (one call per distinct time)."""
+        order = np.argsort(times, kind="stable")
+        si, sr, t = si[order], sr[order], times[order]
+        cuts = (np.flatnonzero(np.diff(t)) + 1).tolist()
+        for a, b in zip([0, *cuts], [*cuts, len(t)]):
+            self.detector.table.touch_many(si[a:b], sr[a:b], float(t[a]), inbound=inbound)
 
     def start_checks(self, ks: I64) -> None:
         if not len(ks):
@@ -308,35 +287,11 @@ class GatewayA:
             ks = np.concatenate(self._rebuild)
             self._rebuild = []
             self.establish(ks)
-        for lists, both in ((self._fresh, True), (self._answered, False)):
-            if lists:
-                ks = np.concatenate(lists)
-                lists.clear()
-                self.tin[ks] = now
-                self.dirty_in[ks] = True
-                self._due_floor = min(self._due_floor, now + self.cfg.idle)
-                if both:
-                    self.tout[ks] = now
-                    self.dirty_out[ks] = True
-
-    def sync_table(self) -> None:
-        """Write the pending traffic times of the tunnels' current SAs to the table."""
-        tab = self.detector.table
-        w = self.w
-        for times, dirty, inbound in ((self.tout, self.dirty_out, False), (self.tin, self.dirty_in, True)):
-            ks = np.flatnonzero(dirty)
-            if not len(ks):
-                continue
-            dirty.fill(False)
-            t = times[ks]
-            # touches only move a time forward and each SA comes once: any order within a
-            # time is the same table, so the partition by time needs no stable sort
-            order = np.argsort(t)
-            ks, t = ks[order], t[order]
-            si, sr = w.spi_i[ks], w.spi_r[ks]
-            cuts = (np.flatnonzero(np.diff(t)) + 1).tolist()
-            for a, b in zip([0, *cuts], [*cuts, len(ks)]):  # one call per distinct time
-                tab.touch_many(si[a:b], sr[a:b], float(t[a]), inbound=inbound)
+        if self._answered:  # a liveness check answered: inbound traffic now
+            ks = np.concatenate(self._answered)
+            self._answered = []
+            self.traffic.inbound(ks, now)
+            self._due_floor = min(self._due_floor, now + self.cfg.idle)
 
     def _poll(self) -> None:
         events, si, _sr = self.detector.poll_many()

@@ -63,6 +63,8 @@ class GatewayB:
         self.init_dropped = 0
         self.alive = True
         self.peer = "A"
+        # told which tunnels this gateway stopped holding (None: all), e.g. A's traffic model
+        self.lost: Callable[[npt.NDArray[np.int64] | None], None] | None = None
         self._boot()
         net.register(name, self.receive)
 
@@ -94,6 +96,8 @@ class GatewayB:
         self.sr[:] = 0
         self.authed[:] = False
         self.ok[:] = False
+        if self.lost is not None:
+            self.lost(None)
         self.table.clear()
 
     def reboot(self) -> None:
@@ -125,7 +129,15 @@ class GatewayB:
 
     def refresh(self, ks: npt.NDArray[np.int64]) -> None:
         """Recompute :meth:`knows_many` for tunnels ``ks`` after their SPIs or state changed."""
-        self.ok[ks] = self.authed[ks] & (self.si[ks] == self.w.spi_i[ks]) & (self.sr[ks] == self.w.spi_r[ks])
+        ok = self.authed[ks] & (self.si[ks] == self.w.spi_i[ks]) & (self.sr[ks] == self.w.spi_r[ks])
+        self._set_ok(ks, ok)
+
+    def _set_ok(self, ks: npt.NDArray[np.int64], ok: npt.NDArray[np.bool_] | bool) -> None:
+        if self.lost is not None:
+            gone = ks[self.ok[ks] & ~np.asarray(ok, bool)]
+            if len(gone):
+                self.lost(gone)
+        self.ok[ks] = ok
 
     # -- receiving ----------------------------------------------------------------------
 
@@ -201,7 +213,7 @@ class GatewayB:
         spi_r = self.sr[k].copy()
         spi_r[new] = self.w.rng.integers(1, 2**63, int(new.sum())).astype(np.uint64)
         self.si[k[new]], self.sr[k[new]], self.authed[k[new]] = spi_i[new], spi_r[new], False
-        self.ok[k[new]] = False
+        self._set_ok(k[new], False)
         out[idx] = codec.as_list(codec.plain_init(spi_i, spi_r, response=True))
 
     def _sealed_requests(self, datagrams: list[bytes], idx: npt.NDArray[np.intp], length: int,
@@ -275,7 +287,7 @@ class GatewayB:
                         gone.append((int(self.si[k]), int(self.sr[k])))
                     spi_r = int(self.w.rng.integers(1, 2**63))
                     self.si[k], self.sr[k], self.authed[k] = h.spi_i, spi_r, False
-                    self.ok[k] = False
+                    self._set_ok(np.array([k], np.int64), False)
                 out.append(
                     _protect.plain_message(
                         h.spi_i, spi_r, exchange=wire.EXCHANGE_IKE_SA_INIT, message_id=0,

@@ -176,8 +176,7 @@ def _run_mode(
         ks = np.arange(start, min(start + chunk, cfg.sas), dtype=np.int64)
         net.at(start / chunk * 0.01, a.establish, ks)
 
-    for g in range(a.TRAFFIC_GROUPS):
-        net.quiet(1.0 + g * cfg.traffic_interval / a.TRAFFIC_GROUPS, a.traffic, g)
+    a.traffic.start()
     net.at(0.5, a.scan)
     if cfg.attack is None:
         def crash() -> None:
