@@ -121,9 +121,9 @@ def header_rows(
     return h.view(np.uint8).reshape(len(spi_i), HLEN)
 
 
-def plain_init(spi_i: U64, spi_r: U64, *, response: bool) -> U8:
-    """IKE_SA_INIT ``HDR, Ni/Nr`` with a fresh 32-octet nonce each (what
-    :func:`ikeqcd._protect.plain_message` builds)."""
+def plain_init(spi_i: U64, spi_r: U64, *, response: bool, nonces: U8 | None = None) -> U8:
+    """IKE_SA_INIT ``HDR, Ni/Nr`` with a 32-octet nonce each (what
+    :func:`ikeqcd._protect.plain_message` builds): row k of ``nonces``, or fresh ones."""
     n = len(spi_i)
     out = np.empty((n, INIT_LEN), np.uint8)
     out[:, :HLEN] = header_rows(
@@ -131,7 +131,8 @@ def plain_init(spi_i: U64, spi_r: U64, *, response: bool) -> U8:
         flags=wire.FLAG_R if response else wire.FLAG_I, message_id=0, length=INIT_LEN,
     )
     out[:, HLEN:HLEN + 4] = (0, 0, 0, 4 + NONCE_LEN)
-    out[:, HLEN + 4:] = np.frombuffer(os.urandom(n * NONCE_LEN), np.uint8).reshape(n, NONCE_LEN)
+    out[:, HLEN + 4:] = (np.frombuffer(os.urandom(n * NONCE_LEN), np.uint8).reshape(n, NONCE_LEN)
+                         if nonces is None else nonces)
     return out
 
 

@@ -77,8 +77,9 @@ class GatewayA:
         # tunnel's SPIs and Message ID
         self.check_tail = np.zeros((n, codec.SEALED_TAIL), np.uint8)
         self.has_check = np.zeros(n, bool)
-        # the IKE_SA_INIT / IKE_AUTH request in flight per tunnel
-        self.est_dgram: npt.NDArray[np.object_] = np.full(n, None, object)
+        # IKE_SA_INIT nonces come from a keyed PRF of SPI-I (a key of this run's), so that a
+        # retransmission is built again bitwise identical instead of kept per tunnel
+        self._nonces = TokenMaker(os.urandom(32))
         # make-before-break: the old SA to delete once the new one is up (0: none)
         self.mbb_si = np.zeros(n, np.uint64)
         self.mbb_sr = np.zeros(n, np.uint64)
@@ -104,14 +105,30 @@ class GatewayA:
         w.spi_r[ks] = 0
         self.peer.refresh(ks)
         w.state[ks] = INIT_SENT
-        msgs = codec.as_list(codec.plain_init(new, np.zeros(len(ks), np.uint64), response=False))
-        self._send_establishing(ks, msgs, INIT_SENT)
+        self._send_establishing(ks, INIT_SENT)
 
-    def _send_establishing(self, ks: I64, msgs: list[bytes], state: int) -> None:
+    def _requests(self, ks: I64, state: int) -> list[bytes]:
+        """The IKE_SA_INIT (``state`` INIT_SENT) or IKE_AUTH requests of tunnels ``ks``: the
+        same octets each time they are built (RFC 7296 §2.1: retransmissions are identical)."""
+        w = self.w
+        si, sr = w.spi_i[ks], w.spi_r[ks]
+        if state == INIT_SENT:
+            zero = np.zeros(len(ks), np.uint64)
+            return codec.as_list(codec.plain_init(si, zero, response=False,
+                                                  nonces=self._nonces.tokens(si, zero, threads=1)))
+        if self.qcd:  # seed issue 198: the initiator's token matters too
+            inner = codec.qcd_notifies(self.token_maker.tokens(si, sr, threads=1))
+            rows = codec.seal(w.a_key[ks], si, sr, exchange=wire.EXCHANGE_IKE_AUTH, message_id=1,
+                              initiator=True, response=False, inner_next=wire.PAYLOAD_NOTIFY, inner=inner)
+        else:
+            rows = codec.seal(w.a_key[ks], si, sr, exchange=wire.EXCHANGE_IKE_AUTH, message_id=1,
+                              initiator=True, response=False)
+        return codec.as_list(rows)
+
+    def _send_establishing(self, ks: I64, state: int) -> None:
         """Send IKE_SA_INIT / IKE_AUTH requests and retransmit them on the same schedule as
         liveness checks (RFC 7296 §2.1: only the initiator retransmits)."""
-        self.est_dgram[ks] = msgs
-        self.net.send("A", "B", msgs)
+        self.net.send("A", "B", self._requests(ks, state))
         snap = self.w.spi_i[ks].copy()
         self.net.at(self.net.now() + self.schedule.timeouts[0], self._est_timeout, ks, snap, state, 0)
 
@@ -123,13 +140,13 @@ class GatewayA:
             return
         nxt = attempt + 1
         if nxt < len(self.schedule.timeouts):
-            self.net.send("A", "B", self.est_dgram[ks].tolist())
+            self.net.send("A", "B", self._requests(ks, state))
             self.net.at(self.net.now() + self.schedule.timeouts[nxt], self._est_timeout, ks, snap, state, nxt)
         else:
             self.establish(ks)  # start over with a new SA
 
-    def _init_responses(self, ks: I64, spi_i: U64, spi_r: U64) -> tuple[I64, list[bytes]]:
-        """IKE_SA_INIT answered: derive the SA key, send IKE_AUTH with A's token."""
+    def _init_responses(self, ks: I64, spi_i: U64, spi_r: U64) -> I64:
+        """IKE_SA_INIT answered: derive the SA key; the tunnels to send IKE_AUTH on."""
         w = self.w
         ok = (w.state[ks] == INIT_SENT) & (w.spi_i[ks] == spi_i)
         ks, spi_i, spi_r = ks[ok], spi_i[ok], spi_r[ok]
@@ -139,14 +156,7 @@ class GatewayA:
         w.a_key[ks] = keys
         w.state[ks] = AUTH_SENT
         w.mid[ks] = 2
-        if self.qcd:  # seed issue 198: the initiator's token matters too
-            inner = codec.qcd_notifies(self.token_maker.tokens(spi_i, spi_r, threads=1))
-            rows = codec.seal(keys, spi_i, spi_r, exchange=wire.EXCHANGE_IKE_AUTH, message_id=1,
-                              initiator=True, response=False, inner_next=wire.PAYLOAD_NOTIFY, inner=inner)
-        else:
-            rows = codec.seal(keys, spi_i, spi_r, exchange=wire.EXCHANGE_IKE_AUTH, message_id=1,
-                              initiator=True, response=False)
-        return ks, codec.as_list(rows)
+        return ks
 
     def _auth_responses(self, ks: I64, spi_i: U64, spi_r: U64, has: npt.NDArray[np.bool_],
                         tokens: npt.NDArray[np.uint8]) -> None:
@@ -161,7 +171,6 @@ class GatewayA:
         w.state[ks] = UP
         self.traffic.up(ks, self.net.now())  # the insertion time counts as the last traffic
         self._due_floor = min(self._due_floor, self.net.now() + self.cfg.idle)
-        self.est_dgram[ks] = None
         back = ~np.isnan(w.detect_t[ks]) & np.isnan(w.back_t[ks])
         w.back_t[ks[back]] = self.net.now()
         old = ks[self.mbb_si[ks] != 0]
@@ -356,7 +365,7 @@ class GatewayA:
         sk &= (w.spi_i[ks] == h.spi_i) & (w.spi_r[ks] == h.spi_r)
         sealed_sk = ~init & response & (h.next == wire.PAYLOAD_SK)  # (mismatched SPIs: dropped)
         others = np.flatnonzero(~init & ~sealed_sk)
-        auth_ks, out = self._init_responses(*(a[init] for a in (ks, h.spi_i, h.spi_r)))
+        auth_ks = self._init_responses(*(a[init] for a in (ks, h.spi_i, h.spi_r)))
         for length in np.unique(h.length[sk]).tolist():
             idx = np.flatnonzero(sk & (h.length == length))
             k = ks[idx]
@@ -381,20 +390,19 @@ class GatewayA:
         if judged.checks:
             self.handle_events(judged.checks)
         deferred = judged.deferred
-        self._after_receive(deferred, auth_ks, out)
+        self._after_receive(deferred, auth_ks)
 
-    def _after_receive(self, deferred: bool, auth_ks: I64, out: list[bytes]) -> None:
+    def _after_receive(self, deferred: bool, auth_ks: I64) -> None:
         if deferred:  # one poll for the batch, when its held decisions become due
             self.net.at(self.net.now() + self.detector.policy.accept_delay, self._poll)
-        if out:
-            self._send_establishing(auth_ks, out, AUTH_SENT)
+        if len(auth_ks):
+            self._send_establishing(auth_ks, AUTH_SENT)
         self._flush()
 
     def _receive_one_by_one(self, datagrams: list[bytes], sources: list[Source]) -> None:
         """The same decisions as :meth:`receive`, one datagram at a time (batches that are not
         one message per tunnel: the attacker's replays, malformed input)."""
         w = self.w
-        out: list[bytes] = []
         auth_ks: list[int] = []
         deferred = False
         for d, src in zip(datagrams, sources):
@@ -408,9 +416,8 @@ class GatewayA:
                 self.detector.receive(d, src)
                 continue
             if h.exchange == wire.EXCHANGE_IKE_SA_INIT and h.response and h.next_payload != wire.PAYLOAD_NOTIFY:
-                got, msgs = self._init_responses(one, np.array([h.spi_i], np.uint64), np.array([h.spi_r], np.uint64))
+                got = self._init_responses(one, np.array([h.spi_i], np.uint64), np.array([h.spi_r], np.uint64))
                 auth_ks.extend(got.tolist())
-                out.extend(msgs)
                 continue
             if h.next_payload == wire.PAYLOAD_SK and h.response:
                 if int(w.spi_i[k]) != h.spi_i or int(w.spi_r[k]) != h.spi_r:
@@ -441,4 +448,4 @@ class GatewayA:
                 self.handle_events([verdict.event])
             elif verdict.kind is VerdictKind.DEFERRED:
                 deferred = True
-        self._after_receive(deferred, np.array(auth_ks, np.int64), out)
+        self._after_receive(deferred, np.array(auth_ks, np.int64))
