@@ -43,6 +43,7 @@ pub mod gate;
 pub mod kernel;
 pub mod live;
 pub mod net;
+pub mod pairmap;
 pub mod par;
 pub mod ratelimit;
 pub mod responder;

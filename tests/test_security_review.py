@@ -366,6 +366,8 @@ def _entry_points() -> dict[str, Callable[..., object]]:
     t = SaTable(history=2)
     t.insert(A, B, b"\x03" * 32, now=0.0)
     rl = RateLimiter(10.0, 10.0)
+    pm = _core._PairMap()
+    pm.set(A, B, 7)
     resp = _core._Responder(m)
     gate = _core._MakerGate(enabled=True, per_source_rate=1.0, per_source_burst=1.0,
                             global_rate=10.0, global_burst=10.0, bare_rate=1.0,
@@ -390,7 +392,10 @@ def _entry_points() -> dict[str, Callable[..., object]]:
         "SaTable": SaTable, "insert": t.insert, "remove": t.remove, "contains": t.contains,
         "check": t.check, "insert_many": t.insert_many, "remove_many": t.remove_many,
         "contains_many": t.contains_many, "check_many": t.check_many, "touch": t.touch,
-        "touch_many": t.touch_many, "due_liveness": t.due_liveness,
+        "touch_many": t.touch_many, "due_liveness": t.due_liveness, "due_many": t.due_many,
+        "_PairMap": _core._PairMap, "pm.get": pm.get, "pm.set": pm.set, "pm.pop": pm.pop,
+        "pm.set_many": pm.set_many, "pm.get_many": pm.get_many, "pm.pop_many": pm.pop_many,
+        "pm.pop_matching": pm.pop_matching,
         "timestamps": t.timestamps, "decide_many": gate.decide_many,
         "_load_spis": _core._load_spis,
         "_aead_seal": _core._aead_seal, "_aead_open": _core._aead_open,

@@ -88,7 +88,9 @@ def test_responses_and_deletions_in_batches() -> None:
         one.sa_deleted(i, r)
     many.responses_received(si, sr, np.zeros(50, np.uint32))
     many.sas_deleted(si, sr)
-    assert len(one.table) == len(many.table) and one._pending == many._pending
+    assert len(one.table) == len(many.table) and len(one._pending) == len(many._pending)
+    every = arrays["spi_i"].copy(), arrays["spi_r"].copy()
+    assert np.array_equal(one._pending.get_many(*every), many._pending.get_many(*every))
 
 
 def test_poll_when_held_decisions_were_added_out_of_order() -> None:

@@ -331,6 +331,46 @@ def _reason_names() -> list[str]:
     """The reason names in code order (mirrored by :class:`ikeqcd.Reason`)."""
 
 @final
+class _PairMap:
+    """SPI pair -> int (0..2**63-1): the token taker's per-SA bookkeeping (private).
+
+    Keyed hashing (SPIs are attacker-chosen); batch calls take ``uint64`` arrays of equal
+    length and release the GIL for large batches. Memory is given back when the map falls
+    to a quarter of its capacity.
+    """
+
+    def __init__(self) -> None: ...
+    def __len__(self) -> int: ...
+    def __bool__(self) -> bool: ...
+    def get(self, spi_i: int, spi_r: int, /) -> int | None:
+        """The pair's value, or None."""
+    def set(self, spi_i: int, spi_r: int, value: int, /) -> None:
+        """Set the pair's value (0..2**63-1, else InvalidArgument)."""
+    def pop(self, spi_i: int, spi_r: int, /) -> int | None:
+        """Remove the pair; its value, or None."""
+    def set_many(
+        self, spi_i: npt.NDArray[np.uint64], spi_r: npt.NDArray[np.uint64],
+        values: npt.NDArray[np.uint64], /,
+    ) -> None:
+        """Set each pair's value, in order (nothing is written if a value is out of range)."""
+    def get_many(
+        self, spi_i: npt.NDArray[np.uint64], spi_r: npt.NDArray[np.uint64], /
+    ) -> npt.NDArray[np.int64]:
+        """Each pair's value, -1 where absent."""
+    def pop_many(
+        self, spi_i: npt.NDArray[np.uint64], spi_r: npt.NDArray[np.uint64], /
+    ) -> npt.NDArray[np.int64]:
+        """Remove each pair, in order: the value removed, -1 where there was none."""
+    def pop_matching(
+        self, spi_i: npt.NDArray[np.uint64], spi_r: npt.NDArray[np.uint64],
+        values: npt.NDArray[np.uint64], /,
+    ) -> npt.NDArray[np.bool_]:
+        """Remove each pair whose value equals ``values[k]``, in order; which ones were."""
+    def clear(self) -> None:
+        """Remove every entry and give the memory back."""
+    def memory_bytes(self) -> int:
+        """Heap bytes held (an estimate)."""
+
 class SaTable:
     """The token taker's SA table (RFC 6290 §3, §5, §5.3): per IKE SA, keyed by
     ``(spi_i, spi_r)``, the peer's QCD token(s) and the last inbound and outbound traffic times.
@@ -520,7 +560,7 @@ class SaTable:
         for a gateway that keeps its own timers. Releases the GIL for large batches.
 
         Raises:
-            ShapeMismatch: arrays of different lengths.
+            InvalidArray: arrays of different lengths.
             InvalidArgument: ``now`` or ``idle`` not usable (as :meth:`due_liveness`).
         """
     def timestamps(self, spi_i: int, spi_r: int, /) -> tuple[float, float] | None:

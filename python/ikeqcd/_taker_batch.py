@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import compress, repeat
-from operator import eq, itemgetter, lshift, or_
-from typing import TYPE_CHECKING, Any
+from itertools import repeat
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -28,35 +27,6 @@ if TYPE_CHECKING:
     from ikeqcd.taker import CheckLiveness, FailureDetector
 
 KINDS: list[str] = []  # VerdictKind names in code order, filled by ikeqcd.taker
-
-
-def sa_key(spi_i: int, spi_r: int) -> int:
-    """An SA's key in the detector's pending-request dict: ``spi_i << 64 | spi_r``, one int
-    (about 44 bytes) where a tuple of two 64-bit ints costs about 128."""
-    return spi_i << 64 | spi_r
-
-
-def sa_keys(spi_i: npt.NDArray[np.uint64], spi_r: npt.NDArray[np.uint64]) -> list[int]:
-    """:func:`sa_key` of each pair of two SPI arrays (C-level maps, no Python per SA)."""
-    return list(map(or_, map(lshift, spi_i.tolist(), repeat(64)), spi_r.tolist()))
-
-
-def sa_keys_of(pairs: Sequence[tuple[int, int]]) -> list[int]:
-    """:func:`sa_key` of each ``(spi_i, spi_r)`` tuple."""
-    return list(map(or_, map(lshift, map(itemgetter(0), pairs), repeat(64)), map(itemgetter(1), pairs)))
-
-
-def pop_keys(ks: list[int], *dicts: dict[int, Any]) -> None:
-    """Remove keys ``ks`` from each of ``dicts`` (C-level pops)."""
-    for d in dicts:
-        if d:
-            list(map(d.pop, ks, repeat(None)))
-
-
-def answered(pending: dict[int, int], ks: list[int], message_ids: list[int]) -> list[int]:
-    """The keys whose pending request has that Message ID (the same SA twice: both match or
-    neither, and popping twice is popping once, as in one-at-a-time order)."""
-    return list(compress(ks, map(eq, map(pending.get, ks), message_ids)))
 
 
 @dataclass(frozen=True)
@@ -86,7 +56,7 @@ def _code(name: str) -> int:
 def judge(det: FailureDetector, datagrams: Sequence[bytes], sources: Sequence[tuple[str, int]],
           nat_t: bool | None) -> BatchVerdicts | None:
     """The batch path, or None when the batch must be judged one datagram at a time."""
-    from ikeqcd.taker import _UNKNOWN_PEER, PeerRestarted, _Held  # noqa: F401 (cycle)
+    from ikeqcd.taker import _UNKNOWN_PEER  # (a cycle)
 
     p = det.policy
     n = len(datagrams)
@@ -115,8 +85,7 @@ def judge(det: FailureDetector, datagrams: Sequence[bytes], sources: Sequence[tu
     if not len(rows):
         _count(det, kind)
         return out
-    pairs = list(zip(si[rows].tolist(), sr[rows].tolist()))
-    if len(set(pairs)) != len(pairs):
+    if not _distinct(si[rows], sr[rows]):
         return None
     now = det._now()
     # §8.1: per-source verification limit, in order
@@ -130,24 +99,25 @@ def judge(det: FailureDetector, datagrams: Sequence[bytes], sources: Sequence[tu
     keep = allowed & det.table.contains_many(si[rows], sr[rows], threads=1)
     kind[rows[allowed & ~keep]] = _code("NO_SA")
     if p.require_pending:
-        want = np.fromiter(map(det._pending.get, sa_keys(si[rows], sr[rows]), repeat(-1)), np.int64, len(pairs))
+        want = det._pending.get_many(si[rows], sr[rows])
         none = keep & (want < 0)
         kind[rows[none]] = _code("NOT_PENDING")
         wrong = keep & ~none & (want != rep.message_id[rows].astype(np.int64))
         kind[rows[wrong]] = _code("WRONG_MESSAGE_ID")
         keep &= ~none & ~wrong
     if det._dampened:
+        pairs = zip(si[rows].tolist(), sr[rows].tolist())
         peers = set(map(det._peer.get, pairs, repeat(_UNKNOWN_PEER)))
         if len(peers) != 1:
             return None
         window = det._dampened.get(peers.pop())
         if window is not None and now < window[1]:
-            born = np.fromiter(map(det._born.get, sa_keys(si[rows], sr[rows]), repeat(-1)), np.int64, len(pairs))
+            born = det._born.get_many(si[rows], sr[rows])
             damp = keep & (born > window[0])
             kind[rows[damp]] = _code("DAMPENED")
             keep &= ~damp
     if det._held:
-        held = np.fromiter(map(det._held.__contains__, pairs), bool, len(pairs))
+        held = det._held.contains_many(si[rows], sr[rows])
         kind[rows[keep & held]] = _code("DEFERRED")
         keep &= ~held
     sel = np.flatnonzero(keep)
@@ -162,27 +132,29 @@ def judge(det: FailureDetector, datagrams: Sequence[bytes], sources: Sequence[tu
         kind[r[res == TokenCheck.NO_SA]] = _code("NO_SA")
         kind[r[res == TokenCheck.MISMATCH]] = _code("MISMATCH")
         match = r[res == TokenCheck.MATCH]
-        mpairs = [pairs[i] for i in sel[res == TokenCheck.MATCH].tolist()]
         if len(match):
             if p.accept_delay > 0:
-                due = now + p.accept_delay
-                det._note_held(due)
-                srcs_m = {sources[i] for i in match.tolist()} if srcs is not None else {sources[0]}
-                if len(srcs_m) == 1:  # one source: one shared (immutable) record
-                    det._held.update(dict.fromkeys(mpairs, _Held(due, srcs_m.pop(), "invalid_ike_spi")))
-                else:
-                    det._held.update(
-                        (pair, _Held(due, sources[i], "invalid_ike_spi"))
-                        for pair, i in zip(mpairs, match.tolist())
-                    )
+                srcs_m = [sources[i] for i in match.tolist()] if srcs is not None else [sources[0]]
+                one = len(set(srcs_m)) == 1  # one source: one shared record
+                det._held.hold(si[match], sr[match], now + p.accept_delay, "invalid_ike_spi",
+                               srcs_m[0] if one else srcs_m)
                 kind[match] = _code("DEFERRED")
             else:
                 det.table.remove_many(si[match], sr[match])
-                det._forget_many(mpairs, now)  # what _restart forgets
+                det._forget_many(si[match], sr[match], now)  # what _restart forgets
                 kind[match] = _code("PEER_RESTARTED")
                 restarted[match] = True
     _count(det, kind)
     return out
+
+
+def _distinct(spi_i: npt.NDArray[np.uint64], spi_r: npt.NDArray[np.uint64]) -> bool:
+    """Whether no SPI pair appears twice."""
+    if len(spi_i) < 2:
+        return True
+    order = np.lexsort((spi_r, spi_i))
+    a, b = spi_i[order], spi_r[order]
+    return not bool(((a[1:] == a[:-1]) & (b[1:] == b[:-1])).any())
 
 
 def _count(det: FailureDetector, kind: npt.NDArray[np.int8]) -> None:

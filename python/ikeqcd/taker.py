@@ -27,20 +27,20 @@ restarts that became due, cancellations) come out of :meth:`FailureDetector.poll
 from __future__ import annotations
 
 import enum
-import math
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat, takewhile
+from itertools import repeat
 
 import numpy as np
 import numpy.typing as npt
 
 from ikeqcd import _taker_batch
 from ikeqcd._clock import check_time, read_clock
-from ikeqcd._core import RateLimiter, SaTable
+from ikeqcd._core import RateLimiter, SaTable, _PairMap
 from ikeqcd._keys import source_key
-from ikeqcd._taker_batch import BatchVerdicts, answered, pop_keys, sa_key, sa_keys, sa_keys_of
+from ikeqcd._taker_batch import BatchVerdicts
+from ikeqcd._taker_held import HeldRestarts
 from ikeqcd.errors import InvalidArgument, InvalidSpi, MalformedMessage
 from ikeqcd.policy import TakerPolicy
 from ikeqcd.table import TokenCheck
@@ -151,15 +151,6 @@ class _Due:
     now: float
 
 
-@dataclass(frozen=True, slots=True)
-class _Held:
-    """A held restart decision (immutable: the decisions of one batch share one)."""
-
-    due: float
-    source: tuple[str, int]
-    via: str
-
-
 _UNKNOWN_PEER = ("ikeqcd", "unknown peer")
 """The dampening key of SAs whose peer identity was never given."""
 
@@ -205,17 +196,14 @@ class FailureDetector:
         self.policy = policy if policy is not None else TakerPolicy.hardened()
         self._clock = clock
         self._peer_of = peer_of
-        self._pending: dict[int, int] = {}  # sa_key(spi_i, spi_r) -> the request's Message ID
-        self._held: dict[Pair, _Held] = {}
-        self._held_min = math.inf  # no held decision is due before this
-        # held decisions are usually added in due order (a monotonic clock): then the due ones
-        # are a prefix of the dict and poll stops at the first that is not
-        self._held_last = -math.inf
-        self._held_sorted = True
+        # per-SA bookkeeping in the core (keyed maps, batch calls): the Message ID of the
+        # request in flight, and the held restart decisions (accept delay)
+        self._pending = _PairMap()
+        self._held = HeldRestarts()
         # Dampening compares the order of protected stores and teardowns, not clock readings
         # (equal readings are common: a batch, a coarse clock). peer -> (teardown seq, until)
         self._dampened: dict[Hashable, tuple[int, float]] = {}
-        self._born: dict[int, int] = {}  # sa_key of SAs stored while some peer is dampened -> seq
+        self._born = _PairMap()  # SAs stored while some peer is dampened -> store sequence number
         self._peer: dict[Pair, Hashable] = {}  # identity learned in the protected exchange
         self._seq = 0
         self._children: dict[int, Pair] = {}  # child SPI -> its IKE SA
@@ -251,7 +239,7 @@ class FailureDetector:
             self._peer[(spi_i, spi_r)] = peer
         self._seq += 1
         if self._dampened:
-            self._born[sa_key(spi_i, spi_r)] = self._seq
+            self._born.set(spi_i, spi_r, self._seq)
         if self._held:
             self._cancel((spi_i, spi_r), now)
 
@@ -270,18 +258,16 @@ class FailureDetector:
             self._peer.update(dict.fromkeys(zip(spi_i.tolist(), spi_r.tolist()), peer))
         self._seq += 1
         if self._dampened:
-            self._born.update(dict.fromkeys(sa_keys(spi_i, spi_r), self._seq))
-        if self._held:
-            for pair in zip(spi_i.tolist(), spi_r.tolist()):
-                self._cancel(pair, now)
+            self._born.set_many(spi_i, spi_r, np.full(len(spi_i), self._seq, np.uint64))
+        self._cancel_many(spi_i, spi_r, now)
 
     def sa_deleted(self, spi_i: int, spi_r: int) -> None:
         """The SA was deleted or expired: forget its token(s) and state (§5.3)."""
         pair = (spi_i, spi_r)
         self.table.remove(spi_i, spi_r)
-        self._pending.pop(sa_key(spi_i, spi_r), None)
-        self._held.pop(pair, None)
-        self._born.pop(sa_key(spi_i, spi_r), None)
+        self._pending.pop(spi_i, spi_r)
+        self._held.cancel_one(spi_i, spi_r)
+        self._born.pop(spi_i, spi_r)
         self._peer.pop(pair, None)
         self._forget_children(pair)
 
@@ -290,31 +276,37 @@ class FailureDetector:
         if not len(spi_i):
             return
         self.table.remove_many(spi_i, spi_r)
-        if self._pending or self._born:
-            pop_keys(sa_keys(spi_i, spi_r), self._pending, self._born)
-        pairs = list(zip(spi_i.tolist(), spi_r.tolist()))
-        for d in (self._held, self._peer):
-            if d:
-                list(map(d.pop, pairs, repeat(None)))  # C-level pops
-        if self._children_of:
-            list(map(self._forget_children, pairs))
+        for m in (self._pending, self._born):
+            if m:
+                m.pop_many(spi_i, spi_r)
+        self._held.cancel(spi_i, spi_r)
+        if self._peer or self._children_of:
+            pairs = list(zip(spi_i.tolist(), spi_r.tolist()))
+            if self._peer:
+                list(map(self._peer.pop, pairs, repeat(None)))  # C-level pops
+            if self._children_of:
+                list(map(self._forget_children, pairs))
 
-    def _forget_many(self, pairs: list[Pair], now: float) -> None:
+    def _forget_many(self, spi_i: npt.NDArray[np.uint64], spi_r: npt.NDArray[np.uint64], now: float) -> None:
         """:meth:`_forget` for each pair in order (restarts decided together)."""
         if self._peer_of is not None or self._children_of:
-            for pair in pairs:
+            for pair in zip(spi_i.tolist(), spi_r.tolist()):
                 self._forget(pair, now)
             return
-        if self._pending or self._born:
-            pop_keys(sa_keys_of(pairs), self._pending, self._born)
-        peers = list(map(self._peer.pop, pairs, repeat(_UNKNOWN_PEER))) if self._peer else [_UNKNOWN_PEER]
-        if self.policy.dampening > 0 and pairs:
+        for m in (self._pending, self._born):
+            if m:
+                m.pop_many(spi_i, spi_r)
+        if self._peer:
+            peers = list(map(self._peer.pop, zip(spi_i.tolist(), spi_r.tolist()), repeat(_UNKNOWN_PEER)))
+        else:
+            peers = [_UNKNOWN_PEER]
+        if self.policy.dampening > 0 and len(spi_i):
             if len(set(peers)) > 1:
                 for peer in peers:
                     self._dampen(peer, now)
             else:  # one peer: the first restart opens (or keeps) the window, the rest extend it
                 self._dampen(peers[0], now)
-                self._seq += len(pairs) - 1
+                self._seq += len(spi_i) - 1
 
     def _forget_children(self, pair: Pair) -> None:
         for child in self._children_of.pop(pair, ()):
@@ -341,14 +333,14 @@ class FailureDetector:
 
     def request_sent(self, spi_i: int, spi_r: int, message_id: int) -> None:
         """A protected request (e.g. a liveness check) went out on this SA."""
-        self._pending[sa_key(*_pair(spi_i, spi_r))] = _message_id(message_id)
+        self._pending.set(*_pair(spi_i, spi_r), _message_id(message_id))
 
     def requests_sent(
         self, spi_i: npt.NDArray[np.uint64], spi_r: npt.NDArray[np.uint64],
         message_id: npt.NDArray[np.uint32],
     ) -> None:
         """Batch :meth:`request_sent` (SPIs from the owner's own arrays)."""
-        self._pending.update(zip(sa_keys(spi_i, spi_r), message_id.tolist()))
+        self._pending.set_many(spi_i, spi_r, np.asarray(message_id, np.uint64))
 
     def responses_received(
         self, spi_i: npt.NDArray[np.uint64], spi_r: npt.NDArray[np.uint64],
@@ -356,23 +348,28 @@ class FailureDetector:
     ) -> None:
         """Batch :meth:`response_received`, in order."""
         now = self._now()
-        if self._pending:
-            pop_keys(answered(self._pending, sa_keys(spi_i, spi_r), message_id.tolist()), self._pending)
-        if self._held:
-            for pair in zip(spi_i.tolist(), spi_r.tolist()):
-                self._cancel(pair, now)
+        if self._pending:  # (the same SA twice: the first one answers it)
+            self._pending.pop_matching(spi_i, spi_r, np.asarray(message_id, np.uint64))
+        self._cancel_many(spi_i, spi_r, now)
 
     def response_received(self, spi_i: int, spi_r: int, message_id: int) -> None:
         """A genuine protected response arrived: the peer is alive. Cancels a held restart."""
         pair = _pair(spi_i, spi_r)
         _message_id(message_id)
-        if self._pending.get(sa_key(*pair)) == message_id:
-            del self._pending[sa_key(*pair)]
+        if self._pending.get(*pair) == message_id:
+            self._pending.pop(*pair)
         self._cancel(pair, self._now())
 
     def _cancel(self, pair: Pair, now: float) -> None:
-        if self._held.pop(pair, None) is not None:
+        if self._held.cancel_one(*pair):
             self._events.append(RestartCancelled(pair[0], pair[1], now))
+
+    def _cancel_many(self, spi_i: npt.NDArray[np.uint64], spi_r: npt.NDArray[np.uint64], now: float) -> None:
+        """:meth:`_cancel` for each pair, in order."""
+        if self._held:
+            hit = np.flatnonzero(self._held.cancel(spi_i, spi_r))
+            self._events.extend(RestartCancelled(i, r, now)
+                                for i, r in zip(spi_i[hit].tolist(), spi_r[hit].tolist()))
 
     # -- unprotected side ----------------------------------------------------------------
 
@@ -424,7 +421,7 @@ class FailureDetector:
         if pair not in self.table:
             return self._verdict(VerdictKind.NO_SA, pair)
         if via == "invalid_ike_spi" and self.policy.require_pending:
-            want = self._pending.get(sa_key(*pair))
+            want = self._pending.get(*pair)
             if want is None:
                 return self._verdict(VerdictKind.NOT_PENDING, pair)
             if want != reply.message_id:
@@ -434,10 +431,10 @@ class FailureDetector:
                 )
         window = self._dampened.get(self._peer_key(pair))
         if window is not None and now < window[1]:
-            born = self._born.get(sa_key(*pair))
+            born = self._born.get(*pair)
             if born is not None and born > window[0]:
                 return self._verdict(VerdictKind.DAMPENED, pair, "SA re-established after a QCD teardown")
-        if pair in self._held:
+        if self._held.contains(*pair):
             return self._verdict(VerdictKind.DEFERRED, pair, "already held")
 
         result = self.table.check(pair[0], pair[1], list(reply.tokens))
@@ -447,8 +444,8 @@ class FailureDetector:
             return self._verdict(VerdictKind.MISMATCH, pair)
 
         if self.policy.accept_delay > 0:
-            self._held[pair] = _Held(now + self.policy.accept_delay, source, via)
-            self._note_held(now + self.policy.accept_delay)
+            one = np.array([pair[0]], np.uint64), np.array([pair[1]], np.uint64)
+            self._held.hold(*one, now + self.policy.accept_delay, via, source)
             return self._verdict(VerdictKind.DEFERRED, pair, f"held {self.policy.accept_delay} s")
         event = self._restart(pair, source, via, now)
         return self._verdict(VerdictKind.PEER_RESTARTED, pair, event=event)
@@ -488,7 +485,7 @@ class FailureDetector:
         # per SA, and a limited number per second in total (spec case 41).
         if pair not in self.table:
             return self._verdict(VerdictKind.NO_TOKEN, pair, "no such SA: nothing to check")
-        if sa_key(*pair) in self._pending:
+        if self._pending.get(*pair) is not None:
             return self._verdict(VerdictKind.NO_TOKEN, pair, "a request is already outstanding")
         if not self._liveness_limit.allow(0, now):
             return self._verdict(VerdictKind.NO_TOKEN, pair, "liveness checks rate-limited")
@@ -515,9 +512,9 @@ class FailureDetector:
     def _forget(self, pair: Pair, now: float) -> None:
         """A restart's bookkeeping once the token left the table: the pending request, the
         children, and the dampening window of the SA's peer."""
-        self._pending.pop(sa_key(*pair), None)
+        self._pending.pop(*pair)
         self._forget_children(pair)
-        self._born.pop(sa_key(*pair), None)
+        self._born.pop(*pair)
         peer = self._peer_key(pair)
         self._peer.pop(pair, None)
         if self.policy.dampening > 0:
@@ -545,40 +542,21 @@ class FailureDetector:
         events, si, sr, _ = self._poll(objects=False)
         return events, si, sr
 
-    def _note_held(self, due: float) -> None:
-        """Bookkeeping for held decisions just added, all due at ``due``."""
-        self._held_min = min(self._held_min, due)
-        if due < self._held_last:
-            self._held_sorted = False
-        self._held_last = max(self._held_last, due)
-
     def _poll(self, objects: bool = True
               ) -> tuple[list[Event], npt.NDArray[np.uint64], npt.NDArray[np.uint64], list[_Due]]:
         now = self._now()
         si = sr = np.zeros(0, np.uint64)
         fired: list[_Due] = []
-        if self._held and now >= self._held_min:
-            if self._held_sorted:
-                due = list(takewhile(lambda item: item[1].due <= now, self._held.items()))
-            else:
-                due = [(pair, h) for pair, h in self._held.items() if h.due <= now]
-            for pair, _ in due:
-                del self._held[pair]
-            if not self._held:
-                self._held_min, self._held_last, self._held_sorted = math.inf, -math.inf, True
-            elif self._held_sorted:
-                self._held_min = next(iter(self._held.values())).due
-            else:
-                self._held_min = min((h.due for h in self._held.values()), default=math.inf)
-            if due:
-                both = np.array([pair for pair, _ in due], np.uint64).reshape(-1, 2)
-                live = self.table.contains_many(both[:, 0].copy(), both[:, 1].copy(), threads=1)
+        if self._held:
+            both_i, both_r, sources, vias = self._held.pop_due(now)
+            if len(both_i):
+                live = self.table.contains_many(both_i, both_r, threads=1)
                 keep = np.flatnonzero(live)
-                si, sr = both[keep, 0].copy(), both[keep, 1].copy()
+                si, sr = both_i[keep], both_r[keep]
                 self.table.remove_many(si, sr)
-                self._forget_many([due[i][0] for i in keep.tolist()], now)
+                self._forget_many(si, sr, now)
                 if objects:
-                    fired = [_Due(due[i][1].source, due[i][1].via, now) for i in keep.tolist()]
+                    fired = [_Due(sources[i], vias[i], now) for i in keep.tolist()]
         self._expire_dampening(now)
         events, self._events = self._events, []
         return events, si, sr, fired
@@ -591,7 +569,7 @@ class FailureDetector:
 
     def next_due(self) -> float | None:
         """When the earliest held decision becomes due (for an event loop's timer)."""
-        return min((h.due for h in self._held.values()), default=None)
+        return self._held.next_due()
 
     def due_liveness(self, now: float | None = None, *, idle: float | None = None
                      ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:

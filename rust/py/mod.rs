@@ -8,6 +8,7 @@ mod gate;
 mod kernel;
 mod live;
 mod net;
+mod pairmap;
 mod ratelimit;
 mod responder;
 mod table;
@@ -25,6 +26,8 @@ mod _core {
     use super::gate::PyMakerGate;
     #[pymodule_export]
     use super::kernel::kernel_info_py;
+    #[pymodule_export]
+    use super::pairmap::PyPairMap;
     #[pymodule_export]
     use super::ratelimit::{source_key_py, PyRateLimiter};
     #[pymodule_export]

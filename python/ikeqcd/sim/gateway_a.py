@@ -21,11 +21,10 @@ from ikeqcd._core import SaTable, TokenMaker
 from ikeqcd._taker_batch import BatchVerdicts
 from ikeqcd.errors import MalformedMessage
 from ikeqcd.policy import TakerPolicy
-from ikeqcd.sim import codec
+from ikeqcd.sim import codec, traffic
 from ikeqcd.sim.config import Baseline, SimConfig
 from ikeqcd.sim.gateway_b import GatewayB, Source
 from ikeqcd.sim.net import Net
-from ikeqcd.sim import traffic
 from ikeqcd.sim.traffic import Traffic
 from ikeqcd.sim.world import (
     AUTH_SENT,
