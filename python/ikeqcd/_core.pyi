@@ -371,6 +371,7 @@ class _PairMap:
     def memory_bytes(self) -> int:
         """Heap bytes held (an estimate)."""
 
+@final
 class SaTable:
     """The token taker's SA table (RFC 6290 §3, §5, §5.3): per IKE SA, keyed by
     ``(spi_i, spi_r)``, the peer's QCD token(s) and the last inbound and outbound traffic times.

@@ -116,7 +116,10 @@ class HeldRestarts:
                 due.append(rec)
             elif self._sorted:
                 break
-        si_parts, sr_parts, sources, vias = [], [], [], []
+        si_parts: list[U64] = []
+        sr_parts: list[U64] = []
+        sources: list[Source] = []
+        vias: list[str] = []
         for rec in due:
             r = self._records.pop(rec)
             still = self._of.get_many(r.spi_i, r.spi_r) == rec

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -274,7 +275,9 @@ class TokenResponder:
         if sources is None:
             keys = np.full(len(reasons), UNKNOWN_SOURCE, dtype=np.uint64)
         else:
-            keys = np.fromiter((source_key(src[0]) for src in sources), dtype=np.uint64, count=len(sources))
+            addrs = list(map(itemgetter(0), sources))
+            known = {a: source_key(a) for a in set(addrs)}  # one key per distinct address
+            keys = np.fromiter(map(known.__getitem__, addrs), dtype=np.uint64, count=len(addrs))
         self._gate.decide_many(reasons, keys, read_clock(self._clock))
 
     @property

@@ -131,8 +131,7 @@ def plain_init(spi_i: U64, spi_r: U64, *, response: bool, nonces: U8 | None = No
         flags=wire.FLAG_R if response else wire.FLAG_I, message_id=0, length=INIT_LEN,
     )
     out[:, HLEN:HLEN + 4] = (0, 0, 0, 4 + NONCE_LEN)
-    out[:, HLEN + 4:] = (np.frombuffer(os.urandom(n * NONCE_LEN), np.uint8).reshape(n, NONCE_LEN)
-                         if nonces is None else nonces)
+    out[:, HLEN + 4:] = filler(n, NONCE_LEN) if nonces is None else nonces
     return out
 
 
@@ -217,6 +216,16 @@ def tokens_in(inner_next: U8, inner: U8) -> tuple[npt.NDArray[np.bool_], U8]:
     toks[sel] = rep.token_data[first[good][:, None] + np.arange(32)]
     has[np.flatnonzero(has)[~good]] = False
     return has, toks
+
+
+_FILLER = np.random.default_rng(np.frombuffer(os.urandom(32), np.uint64))
+
+
+def filler(n: int, width: int) -> U8:
+    """``n`` rows of ``width`` unpredictable octets that need not be secret (nonces, the
+    placeholder token of a peer that sent none): a PCG64 stream seeded from the OS once,
+    apart from the scenario's generator (results never depend on these octets)."""
+    return _FILLER.integers(0, 256, (n, width), dtype=np.uint8)
 
 
 def new_keys(n: int) -> U8:

@@ -165,7 +165,7 @@ class GatewayA:
         if not len(ks):
             return
         # no token: still track traffic on the SA (a placeholder never matches)
-        tokens[~has] = np.frombuffer(os.urandom(32 * int((~has).sum())), np.uint8).reshape(-1, 32)
+        tokens[~has] = codec.filler(int((~has).sum()), 32)
         self.detector.tokens_received(spi_i, spi_r, tokens)
         w.state[ks] = UP
         self.traffic.up(ks, self.net.now())  # the insertion time counts as the last traffic

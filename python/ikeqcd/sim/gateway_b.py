@@ -170,12 +170,12 @@ class GatewayB:
             known[idx] = (self.si[k] == h.spi_i[idx]) & (self.sr[k] == h.spi_r[idx]) & (h.spi_r[idx] != 0)
             for length in np.unique(h.length[known]).tolist():
                 self._sealed_requests(datagrams, np.flatnonzero(known & (h.length == length)), length, h, ks, out)
-        replies = [d for d in out.tolist() if d is not None]
+        replies = list(filter(None, out.tolist()))
         unknown = np.flatnonzero(sealed & ~known)
         if len(unknown):
             # QCD on: the token reply; off: plain RFC 7296 (a bare INVALID_IKE_SPI), both
             # decided by the responder's MakerPolicy gate
-            replies.extend(r for r in self._respond(datagrams, sources, unknown, ks[unknown]) if r is not None)
+            replies.extend(filter(None, self._respond(datagrams, sources, unknown, ks[unknown])))
         self.net.send(self.name, self.peer, replies)
 
     def _respond(self, datagrams: list[bytes], sources: list[Source], idx: npt.NDArray[np.intp],
@@ -229,7 +229,7 @@ class GatewayB:
             a = np.flatnonzero(auth)
             has, toks = codec.tokens_in(inner_next[a], inner[a])
             # a peer that sends no token is still a live SA for §9.2 (a placeholder token)
-            toks[~has] = np.frombuffer(os.urandom(32 * int((~has).sum())), np.uint8).reshape(-1, 32)
+            toks[~has] = codec.filler(int((~has).sum()), 32)
             self.table.insert_many(si[a], sr[a], toks, now=self.net.now())
             if self.publish is not None:
                 self.publish.add_many(si[a], sr[a])

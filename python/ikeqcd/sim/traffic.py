@@ -69,6 +69,7 @@ class Traffic:
         # peer lost the SA (ticks reg..cut-1 were answered)
         self.reg = np.zeros(n if lazy else 0, np.int32)
         self.cut = np.zeros(n if lazy else 0, np.int32)
+        self.group = (np.arange(n if lazy else 0) % GROUPS).astype(np.int64)
 
     def start(self) -> None:
         """Schedule every group's first tick (a second after the start, groups in phase order)."""
@@ -101,7 +102,7 @@ class Traffic:
         if not self.lazy:
             return
         if ks is None:
-            cnt = self.count[np.arange(self.w.n) % GROUPS].astype(np.int32)
+            cnt = self.count[self.group].astype(np.int32)
             np.minimum(self.cut, cnt, out=self.cut)
         elif len(ks):
             self.cut[ks] = np.minimum(self.cut[ks], self.count[ks % GROUPS])
@@ -113,14 +114,15 @@ class Traffic:
         tin, tout = self.tin[ks], self.tout[ks]
         if not self.lazy or not len(ks):
             return tin, tout
-        g = ks % GROUPS
+        g = self.group[ks]
         reg = self.reg[ks]
-        last = self.count[g] - 1
-        tick = last >= reg
-        tout = np.where(tick, np.fmax(tout, self.tick_t[g, np.maximum(last, 0)]), tout)
-        j = np.minimum(self.arrived[g], self.cut[ks].astype(np.int64) - 1)
-        ans = j >= reg
-        tin = np.where(ans, np.fmax(tin, self.arrive_t[g, np.maximum(j, 0)]), tin)
+        cap = self.tick_t.shape[1]
+        # per group: its last tick's time, and the flat index of its last answer's arrival
+        last_tick = self.tick_t[np.arange(GROUPS), np.maximum(self.count - 1, 0)]
+        tout = np.where(self.count[g] > reg, np.fmax(tout, last_tick[g]), tout)
+        j = np.minimum(self.arrived[g], self.cut[ks] - 1)  # the last answered tick that arrived
+        at = self.arrive_t.ravel()[g * cap + np.maximum(j, 0)]
+        tin = np.where(j >= reg, np.fmax(tin, at), tin)
         self.tin[ks] = tin
         self.tout[ks] = tout
         return tin, tout
