@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import compress
 from operator import itemgetter
 from typing import TypeVar
 
@@ -27,6 +28,10 @@ from ikeqcd._protect import KEY_LEN
 T = TypeVar("T")
 U8 = npt.NDArray[np.uint8]
 U64 = npt.NDArray[np.uint64]
+Wire = list[bytes] | U8
+"""A batch of datagrams on the virtual wire: a list of ``bytes``, or the rows of a 2-D
+``uint8`` array when they all have one length (as the batch builders make them: no
+``bytes`` object per datagram until an API needs one)."""
 
 HEADER = np.dtype(
     [("spi_i", ">u8"), ("spi_r", ">u8"), ("next", "u1"), ("version", "u1"), ("exchange", "u1"),
@@ -50,6 +55,31 @@ def as_list(rows: U8) -> list[bytes]:
     return rows.view(f"V{rows.shape[1]}").ravel().tolist()
 
 
+def listed(datagrams: Wire) -> list[bytes]:
+    """The batch as a list of ``bytes``."""
+    return as_list(datagrams) if isinstance(datagrams, np.ndarray) else datagrams
+
+
+def size(datagrams: Wire) -> int:
+    """Octets in the batch."""
+    return int(datagrams.size) if isinstance(datagrams, np.ndarray) else sum(map(len, datagrams))
+
+
+def keep(datagrams: Wire, mask: npt.NDArray[np.bool_]) -> Wire:
+    """The datagrams where ``mask`` is True (same representation)."""
+    if isinstance(datagrams, np.ndarray):
+        kept: U8 = datagrams[mask]
+        return kept
+    return list(compress(datagrams, mask.tolist()))
+
+
+def pick_wire(datagrams: Wire, idx: npt.NDArray[np.intp]) -> list[bytes]:
+    """Datagrams ``idx`` as ``bytes`` (for the library's list entry points)."""
+    if isinstance(datagrams, np.ndarray):
+        return as_list(datagrams[idx])
+    return pick(datagrams, idx)
+
+
 def pick(items: Sequence[T], idx: npt.NDArray[np.intp]) -> list[T]:
     """``[items[i] for i in idx]`` without a Python loop."""
     if len(idx) == 0:
@@ -59,8 +89,11 @@ def pick(items: Sequence[T], idx: npt.NDArray[np.intp]) -> list[T]:
     return list(itemgetter(*idx.tolist())(items))
 
 
-def gather(datagrams: Sequence[bytes], idx: npt.NDArray[np.intp], length: int) -> U8:
+def gather(datagrams: Wire, idx: npt.NDArray[np.intp], length: int) -> U8:
     """Datagrams ``idx`` (each ``length`` octets long) as the rows of one array."""
+    if isinstance(datagrams, np.ndarray):
+        rows: U8 = datagrams[idx]
+        return rows
     if not len(idx):
         return np.zeros((0, length), np.uint8)
     picked = itemgetter(*idx.tolist())(datagrams) if len(idx) > 1 else (datagrams[int(idx[0])],)
@@ -83,13 +116,18 @@ class Headers:
     hlength: npt.NDArray[np.uint32]  # the header's Length field
 
 
-def headers(datagrams: Sequence[bytes]) -> Headers:
+def headers(datagrams: Wire) -> Headers:
     n = len(datagrams)
-    length = np.fromiter(map(len, datagrams), np.int64, n)
+    if isinstance(datagrams, np.ndarray):
+        length = np.full(n, datagrams.shape[1], np.int64)
+    else:
+        length = np.fromiter(map(len, datagrams), np.int64, n)
     ok = length >= HLEN
     heads = np.zeros(n, HEADER)
     if n == 0:
         pass
+    elif isinstance(datagrams, np.ndarray) and ok.all():
+        heads = datagrams[:, :HLEN].copy().view(HEADER).ravel()
     elif ok.all() and (length == length[0]).all():  # one shape: a reshape, no index
         flat = np.frombuffer(b"".join(datagrams), np.uint8)
         heads = flat.reshape(n, int(length[0]))[:, :HLEN].copy().view(HEADER).ravel()

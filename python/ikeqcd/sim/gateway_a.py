@@ -106,15 +106,14 @@ class GatewayA:
         w.state[ks] = INIT_SENT
         self._send_establishing(ks, INIT_SENT)
 
-    def _requests(self, ks: I64, state: int) -> list[bytes]:
+    def _requests(self, ks: I64, state: int) -> codec.U8:
         """The IKE_SA_INIT (``state`` INIT_SENT) or IKE_AUTH requests of tunnels ``ks``: the
         same octets each time they are built (RFC 7296 §2.1: retransmissions are identical)."""
         w = self.w
         si, sr = w.spi_i[ks], w.spi_r[ks]
         if state == INIT_SENT:
             zero = np.zeros(len(ks), np.uint64)
-            return codec.as_list(codec.plain_init(si, zero, response=False,
-                                                  nonces=self._nonces.tokens(si, zero, threads=1)))
+            return codec.plain_init(si, zero, response=False, nonces=self._nonces.tokens(si, zero, threads=1))
         if self.qcd:  # seed issue 198: the initiator's token matters too
             inner = codec.qcd_notifies(self.token_maker.tokens(si, sr, threads=1))
             rows = codec.seal(w.a_key[ks], si, sr, exchange=wire.EXCHANGE_IKE_AUTH, message_id=1,
@@ -122,7 +121,7 @@ class GatewayA:
         else:
             rows = codec.seal(w.a_key[ks], si, sr, exchange=wire.EXCHANGE_IKE_AUTH, message_id=1,
                               initiator=True, response=False)
-        return codec.as_list(rows)
+        return rows
 
     def _send_establishing(self, ks: I64, state: int) -> None:
         """Send IKE_SA_INIT / IKE_AUTH requests and retransmit them on the same schedule as
@@ -234,12 +233,12 @@ class GatewayA:
         self.detector.requests_sent(si, sr, mids)
         w.state[ks] = CHECKING
         w.attempt[ks] = 0
-        self.net.send("A", "B", codec.as_list(rows))
+        self.net.send("A", "B", rows)
         self.net.at(self.net.now() + self.schedule.timeouts[0], self._timeout, ks, 0)
 
-    def check_datagrams(self, ks: I64) -> list[bytes]:
+    def check_datagrams(self, ks: I64) -> codec.U8:
         """The liveness requests in flight on tunnels ``ks`` (those that have one)."""
-        return codec.as_list(self._check_rows(ks[self.has_check[ks]]))
+        return self._check_rows(ks[self.has_check[ks]])
 
     def _check_rows(self, ks: I64) -> npt.NDArray[np.uint8]:
         """The liveness checks in flight on tunnels ``ks`` (Message ID: the one before next)."""
@@ -258,7 +257,7 @@ class GatewayA:
         if nxt < len(self.schedule.timeouts):
             w.attempt[ks] = nxt
             # RFC 7296 §2.1: retransmissions are bitwise identical (spec case 44)
-            self.net.send("A", "B", codec.as_list(self._check_rows(ks)))
+            self.net.send("A", "B", self._check_rows(ks))
             self.net.at(self.net.now() + self.schedule.timeouts[nxt], self._timeout, ks, nxt)
             return
         self.down(ks, "timeout")  # gave up: the peer is declared dead (RFC 7296 §2.4)
@@ -349,7 +348,7 @@ class GatewayA:
 
     # -- receiving ----------------------------------------------------------------------
 
-    def receive(self, datagrams: list[bytes], sources: list[Source]) -> None:
+    def receive(self, datagrams: codec.Wire, sources: list[Source]) -> None:
         w = self.w
         h = codec.headers(datagrams)
         ks = (h.spi_i & np.uint64(IDX_MASK)).astype(np.int64)
@@ -383,7 +382,7 @@ class GatewayA:
                 w.state[checking] = UP
                 self.has_check[checking] = False
                 self._answered.append(ko)
-        judged = self.detector.judge_many(codec.pick(datagrams, others), codec.pick(sources, others))
+        judged = self.detector.judge_many(codec.pick_wire(datagrams, others), codec.pick(sources, others))
         if judged.restarted.any():  # PeerRestarted now (rfc6290), in datagram order
             self._restarts_now(judged)
         if judged.checks:
@@ -398,13 +397,13 @@ class GatewayA:
             self._send_establishing(auth_ks, AUTH_SENT)
         self._flush()
 
-    def _receive_one_by_one(self, datagrams: list[bytes], sources: list[Source]) -> None:
+    def _receive_one_by_one(self, datagrams: codec.Wire, sources: list[Source]) -> None:
         """The same decisions as :meth:`receive`, one datagram at a time (batches that are not
         one message per tunnel: the attacker's replays, malformed input)."""
         w = self.w
         auth_ks: list[int] = []
         deferred = False
-        for d, src in zip(datagrams, sources):
+        for d, src in zip(codec.listed(datagrams), sources):
             try:
                 h = wire.parse_header(d)
             except MalformedMessage:

@@ -30,6 +30,27 @@ from ikeqcd.sim.world import IDX_MASK, World, k_of
 Source = tuple[str, int]
 
 
+class _Replies:
+    """B's replies to one batch, in the order of the requests they answer: each group of
+    rows is kept as built, and only joined into ``bytes`` when the batch has several."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.groups: list[tuple[npt.NDArray[np.intp], npt.NDArray[np.uint8]]] = []
+
+    def put(self, idx: npt.NDArray[np.intp], rows: npt.NDArray[np.uint8]) -> None:
+        if len(idx):
+            self.groups.append((idx, rows))
+
+    def wire(self) -> codec.Wire:
+        if len(self.groups) == 1:
+            return self.groups[0][1]
+        out: npt.NDArray[np.object_] = np.full(self.n, None, object)
+        for idx, rows in self.groups:
+            out[idx] = codec.as_list(rows)
+        return list(filter(None, out.tolist()))
+
+
 class GatewayB:
     def __init__(
         self,
@@ -141,8 +162,8 @@ class GatewayB:
 
     # -- receiving ----------------------------------------------------------------------
 
-    def receive(self, datagrams: list[bytes], sources: list[Source]) -> None:
-        if not self.alive or not datagrams:
+    def receive(self, datagrams: codec.Wire, sources: list[Source]) -> None:
+        if not self.alive or not len(datagrams):
             return
         n = len(datagrams)
         h = codec.headers(datagrams)
@@ -157,7 +178,7 @@ class GatewayB:
         if not inside.all() or not self.w.distinct(ks):
             self._receive_one_by_one(datagrams, sources)
             return
-        out: npt.NDArray[np.object_] = np.full(n, None, object)
+        out = _Replies(n)
         request = (h.flags & wire.FLAG_R) == 0
         init = request & (h.exchange == wire.EXCHANGE_IKE_SA_INIT)
         if init.any():
@@ -170,31 +191,31 @@ class GatewayB:
             known[idx] = (self.si[k] == h.spi_i[idx]) & (self.sr[k] == h.spi_r[idx]) & (h.spi_r[idx] != 0)
             for length in np.unique(h.length[known]).tolist():
                 self._sealed_requests(datagrams, np.flatnonzero(known & (h.length == length)), length, h, ks, out)
-        replies = list(filter(None, out.tolist()))
+        replies = out.wire()
         unknown = np.flatnonzero(sealed & ~known)
         if len(unknown):
             # QCD on: the token reply; off: plain RFC 7296 (a bare INVALID_IKE_SPI), both
             # decided by the responder's MakerPolicy gate
-            replies.extend(filter(None, self._respond(datagrams, sources, unknown, ks[unknown])))
+            replies = codec.listed(replies) + list(filter(None, self._respond(datagrams, sources, unknown, ks[unknown])))
         self.net.send(self.name, self.peer, replies)
 
-    def _respond(self, datagrams: list[bytes], sources: list[Source], idx: npt.NDArray[np.intp],
+    def _respond(self, datagrams: codec.Wire, sources: list[Source], idx: npt.NDArray[np.intp],
                  ks: npt.NDArray[np.int64]) -> list[bytes | None]:
         """Replies to requests for SAs B does not have, in order: from the QCD responder, or
         from the plain one for tunnels whose peer does not speak QCD."""
         if self.capable is None or not self.qcd:
-            got, _ = self.responder.respond_many(codec.pick(datagrams, idx), codec.pick(sources, idx))
+            got, _ = self.responder.respond_many(codec.pick_wire(datagrams, idx), codec.pick(sources, idx))
             return got
         out: npt.NDArray[np.object_] = np.full(len(idx), None, object)
         cap = self.capable[ks]
         for responder, sel in ((self.responder, np.flatnonzero(cap)), (self.plain, np.flatnonzero(~cap))):
             if len(sel):
-                got, _ = responder.respond_many(codec.pick(datagrams, idx[sel]), codec.pick(sources, idx[sel]))
+                got, _ = responder.respond_many(codec.pick_wire(datagrams, idx[sel]), codec.pick(sources, idx[sel]))
                 out[sel] = got
         return list(out.tolist())
 
     def _init_requests(self, idx: npt.NDArray[np.intp], h: codec.Headers, ks: npt.NDArray[np.int64],
-                       out: npt.NDArray[np.object_]) -> None:
+                       out: _Replies) -> None:
         k, spi_i = ks[idx], h.spi_i[idx]
         # a retransmitted request gets the same answer; a new one a fresh SPI-R
         again = (self.si[k] == spi_i) & (self.sr[k] != 0) & ~self.authed[k]
@@ -214,10 +235,10 @@ class GatewayB:
         spi_r[new] = self.w.rng.integers(1, 2**63, int(new.sum())).astype(np.uint64)
         self.si[k[new]], self.sr[k[new]], self.authed[k[new]] = spi_i[new], spi_r[new], False
         self._set_ok(k[new], False)
-        out[idx] = codec.as_list(codec.plain_init(spi_i, spi_r, response=True))
+        out.put(idx, codec.plain_init(spi_i, spi_r, response=True))
 
-    def _sealed_requests(self, datagrams: list[bytes], idx: npt.NDArray[np.intp], length: int,
-                         h: codec.Headers, ks: npt.NDArray[np.int64], out: npt.NDArray[np.object_]) -> None:
+    def _sealed_requests(self, datagrams: codec.Wire, idx: npt.NDArray[np.intp], length: int,
+                         h: codec.Headers, ks: npt.NDArray[np.int64], out: _Replies) -> None:
         k = ks[idx]
         keys = self.w.a_key[k]  # the IKE_SA_INIT outcome both sides derived
         ok, inner_next, inner = codec.open_sealed(keys, codec.gather(datagrams, idx, length))
@@ -244,18 +265,18 @@ class GatewayB:
                 rows = codec.seal(keys[t], si[t], sr[t], exchange=wire.EXCHANGE_IKE_AUTH,
                                   message_id=mid[t], initiator=False, response=True,
                                   inner_next=wire.PAYLOAD_NOTIFY, inner=codec.qcd_notifies(mine))
-                out[idx[t]] = codec.as_list(rows)
+                out.put(idx[t], rows)
             if len(p):
                 rows = codec.seal(keys[p], si[p], sr[p], exchange=wire.EXCHANGE_IKE_AUTH,
                                   message_id=mid[p], initiator=False, response=True)
-                out[idx[p]] = codec.as_list(rows)
+                out.put(idx[p], rows)
         for x in np.unique(ex[~auth]).tolist():
             o = np.flatnonzero(~auth & (ex == x))
             rows = codec.seal(keys[o], si[o], sr[o], exchange=x, message_id=mid[o],
                               initiator=False, response=True)
-            out[idx[o]] = codec.as_list(rows)
+            out.put(idx[o], rows)
 
-    def _receive_one_by_one(self, datagrams: list[bytes], sources: list[Source]) -> None:
+    def _receive_one_by_one(self, wire_batch: codec.Wire, sources: list[Source]) -> None:
         """The same decisions as :meth:`receive`, one datagram at a time (batches that are not
         one request per tunnel: the attacker's spoofed ones, malformed input)."""
         out: list[bytes] = []
@@ -263,7 +284,7 @@ class GatewayB:
         unknown_src: list[Source] = []
         added: list[tuple[int, int]] = []  # SAs established here, published in one batch
         gone: list[tuple[int, int]] = []  # live SAs replaced by a new one in their slot
-        for d, src in zip(datagrams, sources):
+        for d, src in zip(codec.listed(wire_batch), sources):
             try:
                 h = wire.parse_header(d)
             except MalformedMessage:

@@ -9,15 +9,15 @@ import selectors
 import socket
 import time
 from collections.abc import Callable
-from itertools import compress
 from typing import Any
 
 import numpy as np
 
+from ikeqcd.sim.codec import Wire, keep, listed, size
 from ikeqcd.sim.config import SimConfig
 from ikeqcd.sim.report import PCAP_ADDR
 
-Handler = Callable[[list[bytes], list[tuple[str, int]]], None]
+Handler = Callable[[Wire, list[tuple[str, int]]], None]
 Batch = Callable[[list[tuple[float, Any]]], None]
 """A handler of quiet events: called with (time, item) pairs in event order."""
 
@@ -57,29 +57,28 @@ class Net:
     def register(self, name: str, handler: Handler) -> None:
         self.handlers[name] = handler
 
-    def send(self, src: str, dst: str, datagrams: list[bytes], delay: float | None = None) -> None:
-        if not datagrams:
+    def send(self, src: str, dst: str, datagrams: Wire, delay: float | None = None) -> None:
+        n = len(datagrams)
+        if not n:
             return
         now = self.now()
-        n = len(datagrams)
-        size = sum(map(len, datagrams))
+        octets = size(datagrams)
         self.count += n
-        self.bytes += size
+        self.bytes += octets
         if now >= self.mark_time:
             self.count_after += n
-            self.bytes_after += size
+            self.bytes_after += octets
         if self.capture is not None:
-            for d in datagrams:
+            for d in listed(datagrams):
                 if self.capture_filter(d):
                     self.capture.append((now, src, dst, d))
         loss = self.cfg.path_loss(src, dst)
         if loss > 0:
-            keep = self.rng.random(n) >= loss
-            datagrams = list(compress(datagrams, keep.tolist()))
-        if datagrams:
+            datagrams = keep(datagrams, self.rng.random(n) >= loss)
+        if len(datagrams):
             self._deliver(src, dst, datagrams, self.cfg.rtt / 2 if delay is None else delay)
 
-    def _deliver(self, src: str, dst: str, datagrams: list[bytes], delay: float) -> None:
+    def _deliver(self, src: str, dst: str, datagrams: Wire, delay: float) -> None:
         raise NotImplementedError
 
     def run(self, until: float, progress: Callable[[float], None] | None = None) -> None:
@@ -120,7 +119,7 @@ class VirtualNet(Net):
         super().register(name, handler)
         self.addresses[name] = PCAP_ADDR.get(name, ("192.0.2.99", 500))
 
-    def _deliver(self, src: str, dst: str, datagrams: list[bytes], delay: float) -> None:
+    def _deliver(self, src: str, dst: str, datagrams: Wire, delay: float) -> None:
         handler = self.handlers[dst]
         source = self.addresses[src]
         self.at(self._now + delay, handler, datagrams, [source] * len(datagrams))
@@ -167,12 +166,12 @@ class UdpNet(Net):
         self._by_addr[addr] = name
         self._sel.register(s, selectors.EVENT_READ, name)
 
-    def _deliver(self, src: str, dst: str, datagrams: list[bytes], delay: float) -> None:
+    def _deliver(self, src: str, dst: str, datagrams: Wire, delay: float) -> None:
         self.at(self.now() + delay, self._transmit, src, dst, datagrams)
 
-    def _transmit(self, src: str, dst: str, datagrams: list[bytes]) -> None:
+    def _transmit(self, src: str, dst: str, datagrams: Wire) -> None:
         sock, addr = self._socks[src], self.addresses[dst]
-        for d in datagrams:
+        for d in listed(datagrams):
             for _ in range(1000):
                 try:
                     sock.sendto(d, addr)

@@ -52,13 +52,13 @@ class Attacker:
         self.injected = 0
         net.register("attacker", self.receive)
 
-    def ask_standby(self, datagrams: list[bytes]) -> None:
+    def ask_standby(self, datagrams: codec.Wire) -> None:
         n = len(self.targets)
         for j, target in enumerate(self.targets):
             self.net.send("attacker", target, datagrams if n == 1 else datagrams[j::n],
                           delay=self.net.cfg.rtt / 8)
 
-    def receive(self, datagrams: list[bytes], sources: list[tuple[str, int]]) -> None:
+    def receive(self, datagrams: codec.Wire, sources: list[tuple[str, int]]) -> None:
         # every reply from the standby is replayed to A at once, spoofed as B
         self.captured += len(datagrams)
         self.injected += len(datagrams)
@@ -74,12 +74,12 @@ class Attacker:
             flags=wire.FLAG_I, message_id=mids, length=length)
         rows[:, wire.HEADER_LEN:wire.HEADER_LEN + 4] = (wire.PAYLOAD_NONE, 0, 0, 44)
         rows[:, wire.HEADER_LEN + 4:] = np.frombuffer(os.urandom(40 * n), np.uint8).reshape(n, 40)
-        self.ask_standby(codec.as_list(rows))
+        self.ask_standby(rows)
 
-    def tap(self, datagrams: list[bytes]) -> None:
+    def tap(self, datagrams: codec.Wire) -> None:
         """On-path copy of A's liveness requests: forwarded to the standby, whose reply then
         carries the right Message ID (the timed variant)."""
-        self.ask_standby(list(datagrams))
+        self.ask_standby(datagrams)
 
 
 def _slug(mode: str) -> str:
