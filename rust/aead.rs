@@ -21,6 +21,13 @@ pub const IV_LEN: usize = 8;
 pub const ICV_LEN: usize = 16;
 
 fn check(keys: &[u8], rows: &[u8], row_len: usize, aad_len: usize) -> CoreResult<usize> {
+    if !crate::cpu::aes_gcm_ok() {
+        return Err(CoreError::InvalidArgument(
+            "this build's AES-GCM needs AES-NI and PCLMULQDQ, which this CPU lacks; build \
+             ikeqcd with RUSTFLAGS set (e.g. RUSTFLAGS=-Copt-level=3) to use the portable path"
+                .to_owned(),
+        ));
+    }
     // checked: aad_len comes from the caller and may be anything up to usize::MAX
     if aad_len
         .checked_add(IV_LEN + ICV_LEN)

@@ -37,6 +37,7 @@
 pub mod aead;
 pub mod avx2;
 pub mod clock;
+pub mod cpu;
 pub mod ct;
 pub mod error;
 pub mod gate;
