@@ -47,6 +47,10 @@ from ikeqcd.taker import (
 )
 
 
+SLICE = 1 << 16
+"""Tunnels per slice of a walk over all of them (bounded temporaries)."""
+
+
 class GatewayA:
     def __init__(
         self,
@@ -189,27 +193,37 @@ class GatewayA:
     def _check_due(self, now: float) -> None:
         """Start liveness checks on the tunnels due one (seed issue 200). A asks its table about
         the UP tunnels whose last inbound traffic is old enough (1.5 ms of rounding spare), after
-        writing their traffic times to it: the table decides, one lookup each."""
-        w, cfg = self.w, self.cfg
+        writing their traffic times to it: the table decides, one lookup each. The tunnels are
+        walked in slices, so that the temporary arrays stay small at any scale."""
+        w, cfg, tr = self.w, self.cfg, self.traffic
         idle = cfg.idle
-        up = np.flatnonzero(w.state == UP)
         thr = now - idle + 0.002
         # the traffic model's cache is never later than the truth: bring the tunnels that
         # may be due, and those that may be within a tick of it, up to date (a floor that
         # stays close to the truth, so that the next scans skip this walk)
-        ks = up[self.traffic.tin[up] <= thr + cfg.traffic_interval + cfg.rtt]
-        if len(ks):
-            tin, tout = self.traffic.times(ks)
-            old = tin <= thr
-            ks, tin, tout = ks[old], tin[old], tout[old]
-        if len(ks):
+        near = thr + cfg.traffic_interval + cfg.rtt
+        found: list[tuple[I64, npt.NDArray[np.float64], npt.NDArray[np.float64]]] = []
+        for a in range(0, w.n, SLICE):
+            up = np.flatnonzero(w.state[a:a + SLICE] == UP)
+            ks = up[tr.tin[a:a + SLICE][up] <= near] + a
+            if len(ks):
+                tin, tout = tr.times(ks)
+                old = tin <= thr
+                if old.any():
+                    found.append((ks[old], tin[old], tout[old]))
+        if found:
+            ks, tin, tout = (np.concatenate(x) for x in zip(*found))
             si, sr = w.spi_i[ks], w.spi_r[ks]
             self._touch(si, sr, tout, inbound=False)
             self._touch(si, sr, tin, inbound=True)
             due = ks[self.detector.due_among(si, sr, now, idle=idle)]
             self.start_checks(due[: self.cfg.max_checks_per_scan])
-        up = up[w.state[up] == UP]
-        self._due_floor = float(self.traffic.tin[up].min()) + idle if len(up) else math.inf
+        floor = math.inf
+        for a in range(0, w.n, SLICE):
+            up = w.state[a:a + SLICE] == UP
+            if up.any():
+                floor = min(floor, float(tr.tin[a:a + SLICE][up].min()))
+        self._due_floor = floor + idle
 
     def _touch(self, si: U64, sr: U64, times: npt.NDArray[np.float64], *, inbound: bool) -> None:
         """Record each SA's traffic time in A's table (one call per distinct time)."""

@@ -69,7 +69,7 @@ class Traffic:
         # peer lost the SA (ticks reg..cut-1 were answered)
         self.reg = np.zeros(n if lazy else 0, np.int32)
         self.cut = np.zeros(n if lazy else 0, np.int32)
-        self.group = (np.arange(n if lazy else 0) % GROUPS).astype(np.int64)
+        self.group = (np.arange(n if lazy else 0) % GROUPS).astype(np.int8)
 
     def start(self) -> None:
         """Schedule every group's first tick (a second after the start, groups in phase order)."""
@@ -114,7 +114,7 @@ class Traffic:
         tin, tout = self.tin[ks], self.tout[ks]
         if not self.lazy or not len(ks):
             return tin, tout
-        g = self.group[ks]
+        g = self.group[ks].astype(np.intp)
         reg = self.reg[ks]
         cap = self.tick_t.shape[1]
         # per group: its last tick's time, and the flat index of its last answer's arrival

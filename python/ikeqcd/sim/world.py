@@ -30,7 +30,7 @@ class World:
         self.was_up_at_crash = np.zeros(n, bool)
         self.wrong = 0
         self.rebuilds = np.zeros(n, np.int32)
-        self._mark = np.zeros(n, np.int64)  # scratch for distinct()
+        self._mark = np.zeros(n, np.int32)  # scratch for distinct()
         # remote access: each tunnel's peer address as B sees it (None: all from gateway A)
         self.peer_src: npt.NDArray[np.object_] | None = None
 
@@ -45,7 +45,7 @@ class World:
         """Whether no tunnel appears twice in ``ks`` (all < n): O(len), no sort."""
         if len(ks) < 2:
             return True
-        pos = np.arange(len(ks), dtype=np.int64)
+        pos = np.arange(len(ks), dtype=np.int32)
         self._mark[ks] = pos
         return bool((self._mark[ks] == pos).all())
 
