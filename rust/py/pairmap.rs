@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 
 use super::convert;
 use super::detach::run_detached;
+use crate::error::CoreResult;
 use crate::pairmap::PairMap;
 
 /// SPI pair -> int (0..2**63-1), keyed hashing, batch operations over numpy arrays.
@@ -18,6 +19,25 @@ pub struct PyPairMap {
 impl PyPairMap {
     fn lock(&self) -> MutexGuard<'_, PairMap> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A batch call that writes one int64 per pair.
+    fn values<'py, F>(
+        &self,
+        py: Python<'py>,
+        spi_i: &Bound<'py, PyAny>,
+        spi_r: &Bound<'py, PyAny>,
+        f: F,
+    ) -> PyResult<Bound<'py, PyArray1<i64>>>
+    where
+        F: FnOnce(&mut PairMap, &[u64], &[u64], &mut [i64]) -> CoreResult<()> + Send,
+    {
+        let (a, b) = convert::spi_pair(spi_i, spi_r)?;
+        let out = run_detached(py, a.len(), || {
+            let mut out = vec![0i64; a.len()];
+            f(&mut self.lock(), &a, &b, &mut out).map(|()| out)
+        })?;
+        Ok(out.into_pyarray(py))
     }
 }
 
@@ -87,12 +107,7 @@ impl PyPairMap {
         spi_i: &Bound<'py, PyAny>,
         spi_r: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let (a, b) = convert::spi_pair(spi_i, spi_r)?;
-        let out = run_detached(py, a.len(), || {
-            let mut out = vec![0i64; a.len()];
-            self.lock().get_batch(&a, &b, &mut out).map(|()| out)
-        })?;
-        Ok(out.into_pyarray(py))
+        self.values(py, spi_i, spi_r, |m, a, b, out| m.get_batch(a, b, out))
     }
 
     /// Remove each pair, in order: the values removed, -1 where there was none.
@@ -103,12 +118,7 @@ impl PyPairMap {
         spi_i: &Bound<'py, PyAny>,
         spi_r: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let (a, b) = convert::spi_pair(spi_i, spi_r)?;
-        let out = run_detached(py, a.len(), || {
-            let mut out = vec![0i64; a.len()];
-            self.lock().remove_batch(&a, &b, &mut out).map(|()| out)
-        })?;
-        Ok(out.into_pyarray(py))
+        self.values(py, spi_i, spi_r, PairMap::remove_batch)
     }
 
     /// Remove each pair whose value equals ``values[k]``, in order; which ones were.
