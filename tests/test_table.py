@@ -281,7 +281,15 @@ def test_threads_readers_and_writers() -> None:
 def due(t: SaTable, now: float, idle: float) -> set[tuple[int, int]]:
     a, b = t.due_liveness(now, idle=idle)
     assert a.dtype == U64 and b.dtype == U64
-    return set(zip(a.tolist(), b.tolist()))
+    found = set(zip(a.tolist(), b.tolist()))
+    # due_many asked of every SA in the table and of one that is not: the same answer
+    every = t.to_arrays()
+    si = np.append(every["spi_i"], np.uint64(2**64 - 1))
+    sr = np.append(every["spi_r"], np.uint64(7))
+    mask = t.due_many(si, sr, now, idle=idle)
+    assert mask.dtype == np.bool_ and not mask[-1]
+    assert set(zip(si[mask].tolist(), sr[mask].tolist())) == found
+    return found
 
 
 def test_due_liveness_rule() -> None:
