@@ -114,6 +114,10 @@ def test_back_times_and_own_speed(tmp_path: Path) -> None:
         assert r.datagrams_per_s > 0
     js = rep.to_json()
     assert js["datagrams_per_s"] > 0 and "back_times" not in js["results"][0]
+    # the memory figure: peak above the start, per SA (the process peaked before in pytest:
+    # only its shape is checked here; the gate measures it in a fresh process)
+    assert js["start_rss_mb"] > 0 and js["bytes_per_sa"] == rep.bytes_per_sa >= 0
+    assert rep.bytes_per_sa == max(0.0, rep.peak_rss_mb - rep.start_rss_mb) * 2**20 / 200
     assert "per second of wall time" in rep.table()
     pytest.importorskip("matplotlib")
     from ikeqcd.sim import plot_cdf

@@ -251,7 +251,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                 for name, c in r.cluster_store.items() if name != "all"
             )
             print(f"    live-SA store: {nodes}")
-    print(f"\npeak memory {report.peak_rss_mb:.0f} MiB, {report.wall_s:.2f}s wall in all")
+    print(f"\npeak memory {report.peak_rss_mb:.0f} MiB ({report.bytes_per_sa:,.0f} bytes per SA above the "
+          f"{report.start_rss_mb:.0f} MiB at the start), {report.wall_s:.2f}s wall in all")
     if args.plot:
         print(f"plot written to {args.plot}")
     if args.pcap:

@@ -353,11 +353,31 @@ def _one_core() -> None:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 
+_DICT_PEER = """
+import os, resource, sys
+n = int(sys.argv[1])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+top = 1 << 63
+table = {(top | i, top | (i * 7 + 1)): os.urandom(32) for i in range(n)}
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(n / max(1, after - before) * 1024)
+"""
+
+
+def _dict_entries_per_mib(n: int) -> float:
+    """A Python dict of ``n`` SAs, ``(spi_i, spi_r) -> 32-octet token`` (the simplest token
+    table), in a fresh interpreter: entries per MiB of peak RSS it adds."""
+    out = subprocess.run([sys.executable, "-c", _DICT_PEER, str(n)], capture_output=True,
+                         text=True, timeout=120, check=True)
+    return float(out.stdout)
+
+
 def sim(reps: int, sas: int = 250_000) -> dict[str, Measured]:
     """``ikeqcd simulate --sas 250000`` (gateway scale, every mode) on one core: simulated
     datagrams per second of wall time, as the simulator reports them itself, against the
-    Python ``hmac.digest`` loop of the same run (a yardstick of this machine's speed)."""
-    ours, peer = [], []
+    Python ``hmac.digest`` loop of the same run (a yardstick of this machine's speed); and its
+    peak memory per SA against a Python dict of tokens for as many SAs."""
+    ours, peer, per_mib, dict_per_mib = [], [], [], []
     for _ in range(reps):
         out = subprocess.run([sys.executable, "-m", "ikeqcd", "simulate", "--sas", str(sas),
                               "--no-progress", "--json"], capture_output=True, text=True,
@@ -367,10 +387,18 @@ def sim(reps: int, sas: int = 250_000) -> dict[str, Measured]:
         rep = json.loads(out.stdout)
         ours.append(float(rep["datagrams_per_s"]))
         peer.append(_python_hmac_rate())
-    return {"simulate_vs_python_hmac": Measured(
-        f"simulate --sas {sas} on one core: simulated datagrams per wall second (its own "
-        "figure) / Python hmac.digest loop per second",
-        "datagrams/s", "HMACs/s", "x", ours, peer)}
+        per_mib.append(2**20 / max(1.0, float(rep["bytes_per_sa"])))
+        dict_per_mib.append(_dict_entries_per_mib(sas))
+    return {
+        "simulate_vs_python_hmac": Measured(
+            f"simulate --sas {sas} on one core: simulated datagrams per wall second (its own "
+            "figure) / Python hmac.digest loop per second",
+            "datagrams/s", "HMACs/s", "x", ours, peer),
+        "simulate_memory_vs_dict": Measured(
+            f"simulate --sas {sas}: SAs per MiB of peak RSS above the interpreter (4 modes, two "
+            "gateways, every table) / a Python dict (spi_i, spi_r) -> 32-octet token",
+            "SAs/MiB", "entries/MiB", "x", per_mib, dict_per_mib),
+    }
 
 
 def cluster(reps: int) -> dict[str, Measured]:

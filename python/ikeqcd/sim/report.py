@@ -88,6 +88,16 @@ class SimReport:
     results: list[ModeResult]
     peak_rss_mb: float
     wall_s: float
+    start_rss_mb: float = 0.0
+    """The process's peak RSS when the run began (the interpreter and its imports, in a fresh
+    process such as the CLI's)."""
+
+    @property
+    def bytes_per_sa(self) -> float:
+        """Peak RSS above :attr:`start_rss_mb`, per SA (meaningful in a fresh process: the
+        peak is the process's, not this run's alone)."""
+        sas = int(self.config.get("sas", 0) or 0)
+        return max(0.0, self.peak_rss_mb - self.start_rss_mb) * 2**20 / sas if sas else 0.0
 
     @property
     def datagrams_per_s(self) -> float:
@@ -97,7 +107,8 @@ class SimReport:
 
     def to_json(self) -> dict[str, Any]:
         out = {"config": self.config, "peak_rss_mb": self.peak_rss_mb, "wall_s": self.wall_s,
-               "datagrams_per_s": self.datagrams_per_s}
+               "datagrams_per_s": self.datagrams_per_s, "start_rss_mb": self.start_rss_mb,
+               "bytes_per_sa": self.bytes_per_sa}
         out["results"] = [
             {k: v for k, v in asdict(r).items() if k not in ("detection_times", "back_times")}
             for r in self.results

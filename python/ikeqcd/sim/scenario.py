@@ -312,6 +312,7 @@ def _simulate(
     cluster_password: str | None,
 ) -> SimReport:
     t0 = time.perf_counter()
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     results: list[ModeResult] = []
     capture: list[tuple[float, str, str, bytes]] | None = [] if pcap_path is not None else None
     with tempfile.TemporaryDirectory(prefix="ikeqcd-sim-") as tmp, contextlib.ExitStack() as stack:
@@ -328,7 +329,7 @@ def _simulate(
     if pcap_path is not None and capture is not None:
         write_capture(pcap_path, capture, cfg)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    return SimReport(asdict(cfg), results, peak, time.perf_counter() - t0)
+    return SimReport(asdict(cfg), results, peak, time.perf_counter() - t0, start)
 
 
 
