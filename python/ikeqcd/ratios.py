@@ -354,13 +354,13 @@ def _one_core() -> None:
 
 
 _DICT_PEER = """
-import os, resource, sys
+import os, sys
+from ikeqcd.sim.report import rss_mb
 n = int(sys.argv[1])
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = rss_mb(peak=False)
 top = 1 << 63
 table = {(top | i, top | (i * 7 + 1)): os.urandom(32) for i in range(n)}
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(n / max(1, after - before) * 1024)
+print(n / max(1e-3, rss_mb(peak=False) - before))
 """
 
 
@@ -381,7 +381,7 @@ def sim(reps: int, sas: int = 250_000) -> dict[str, Measured]:
     for _ in range(reps):
         out = subprocess.run([sys.executable, "-m", "ikeqcd", "simulate", "--sas", str(sas),
                               "--no-progress", "--json"], capture_output=True, text=True,
-                             timeout=600, check=False, preexec_fn=_one_core)  # noqa: PLW1509
+                             timeout=600, check=False, preexec_fn=_one_core)
         if out.returncode != 0:
             raise NotMeasured(f"ikeqcd simulate failed: {out.stderr.strip()[:200]}")
         rep = json.loads(out.stdout)

@@ -46,7 +46,6 @@ from ikeqcd.taker import (
     VerdictKind,
 )
 
-
 SLICE = 1 << 16
 """Tunnels per slice of a walk over all of them (bounded temporaries)."""
 

@@ -80,6 +80,31 @@ class ModeResult:
         self.back_times = float_array(self.back_times)
 
 
+def _status_mb(field: str) -> float | None:
+    """A ``/proc/self/status`` memory field in MiB (Linux), or None."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def rss_mb(*, peak: bool) -> float:
+    """This process's resident memory in MiB: now, or its peak. On Linux from
+    ``/proc/self/status`` (``VmRSS``, ``VmHWM``): ``ru_maxrss`` survives ``exec`` there, so a
+    child would report its parent's peak; elsewhere ``ru_maxrss`` for both."""
+    got = _status_mb("VmHWM" if peak else "VmRSS")
+    if got is not None:
+        return got
+    import resource
+
+    raw = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return raw / 2**20 if sys.platform == "darwin" else raw / 1024.0
+
+
 @dataclass
 class SimReport:
     """All modes of one run."""
@@ -89,8 +114,7 @@ class SimReport:
     peak_rss_mb: float
     wall_s: float
     start_rss_mb: float = 0.0
-    """The process's peak RSS when the run began (the interpreter and its imports, in a fresh
-    process such as the CLI's)."""
+    """The process's RSS when the run began (the interpreter and its imports)."""
 
     @property
     def bytes_per_sa(self) -> float:

@@ -8,7 +8,6 @@ import gc
 import math
 import os
 import re
-import resource
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from ikeqcd.sim.config import Baseline, SimConfig
 from ikeqcd.sim.gateway_a import GatewayA
 from ikeqcd.sim.gateway_b import GatewayB
 from ikeqcd.sim.net import Net, UdpNet, VirtualNet
-from ikeqcd.sim.report import ModeResult, SimReport, float_array, percentile, write_capture
+from ikeqcd.sim.report import ModeResult, SimReport, float_array, percentile, rss_mb, write_capture
 from ikeqcd.sim.world import IDX_MASK, UP, World, k_of
 
 if TYPE_CHECKING:
@@ -312,7 +311,7 @@ def _simulate(
     cluster_password: str | None,
 ) -> SimReport:
     t0 = time.perf_counter()
-    start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    start = rss_mb(peak=False)
     results: list[ModeResult] = []
     capture: list[tuple[float, str, str, bytes]] | None = [] if pcap_path is not None else None
     with tempfile.TemporaryDirectory(prefix="ikeqcd-sim-") as tmp, contextlib.ExitStack() as stack:
@@ -328,7 +327,7 @@ def _simulate(
             gc.collect()  # the mode's gateways and network (they refer to each other)
     if pcap_path is not None and capture is not None:
         write_capture(pcap_path, capture, cfg)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak = rss_mb(peak=True)
     return SimReport(asdict(cfg), results, peak, time.perf_counter() - t0, start)
 
 
