@@ -73,7 +73,7 @@ class _Both:
         self.eager.start()
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("up", "inbound", "both", "lost"):
+        if name in ("up", "inbound", "lost"):
             def call(*args: Any) -> None:
                 getattr(self.lazy, name)(*args)
                 getattr(self.eager, name)(*args)

@@ -92,11 +92,6 @@ class Traffic:
         """Something protected came in on tunnels ``ks`` now."""
         self.tin[ks] = now
 
-    def both(self, ks: I64, now: float) -> None:
-        """Traffic in both directions on tunnels ``ks`` now."""
-        self.tin[ks] = now
-        self.tout[ks] = now
-
     def lost(self, ks: I64 | None) -> None:
         """The peer lost tunnels ``ks`` (None: all of them): it answers no later tick."""
         if not self.lazy:
@@ -105,7 +100,7 @@ class Traffic:
             cnt = self.count[self.group].astype(np.int32)
             np.minimum(self.cut, cnt, out=self.cut)
         elif len(ks):
-            self.cut[ks] = np.minimum(self.cut[ks], self.count[ks % GROUPS])
+            self.cut[ks] = np.minimum(self.cut[ks], self.count[self.group[ks]])
 
     # -- what A asks ----------------------------------------------------------------------
 
