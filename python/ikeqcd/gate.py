@@ -8,7 +8,9 @@ Exit status: 0 when every figure is at or above its floor; 1 when one is below, 
 measured (no ``openssl`` on PATH, say) and not named in ``--allow-missing``; 2 for bad usage.
 A figure that cannot exist here (the 2-thread ratio on a 1-core machine) is "n/a" and passes.
 The tolerance lives in the floors themselves (each is set below the spread seen on the
-reference machine; ``benches/floors.toml`` says by how much and why).
+reference machine; ``benches/floors.toml`` says by how much and why), and a part with a figure
+below its floor is measured a second time, the better run counting (a busy neighbour slows a
+run once; a regression is slow both times).
 """
 
 from __future__ import annotations
@@ -152,10 +154,21 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _below(floors: dict[str, Floor], got: dict[str, Measured]) -> list[str]:
+    return [k for k, m in got.items()
+            if k in floors and not m.not_applicable and m.ratio < floors[k].floor]
+
+
 def measure(floors: dict[str, Floor], parts: Sequence[str], reps: int,
             allow_missing: Sequence[str] = ()) -> list[Row]:
-    """Run each part's figures and judge them against their floors."""
+    """Run each part's figures and judge them against their floors.
+
+    A part with a figure below its floor is measured once more, and each of its figures keeps
+    the better of the two runs (a second look): a neighbour on a shared machine only ever
+    slows a run down, while a real regression stays below in both (the forced portable kernel
+    does)."""
     rows = []
+    second: set[str] = set()
     for part in parts:
         keys = [k for k, f in floors.items() if f.part == part]
         try:
@@ -163,6 +176,15 @@ def measure(floors: dict[str, Floor], parts: Sequence[str], reps: int,
             why = ""
         except NotMeasured as e:
             got, why = {}, str(e)
+        if _below(floors, got):
+            try:
+                again = GROUPS[part](reps)
+            except NotMeasured:
+                again = {}
+            for k, m in again.items():
+                if k in got and m.ratio > got[k].ratio:
+                    got[k] = m
+            second.update(keys)
         for k in keys:
             row = Row(k, floors[k], got.get(k), why or ("" if k in got else "no such figure"))
             if row.measured is None:
@@ -175,6 +197,8 @@ def measure(floors: dict[str, Floor], parts: Sequence[str], reps: int,
                 row.verdict, row.why_not = "n/a", row.measured.not_applicable
             else:
                 row.verdict = "pass" if row.measured.ratio >= row.floor.floor else "BELOW FLOOR"
+                if k in second:
+                    row.why_not = "the better of two runs (its part was below a floor once)"
             rows.append(row)
     return rows
 
