@@ -73,15 +73,10 @@ class GatewayA:
         self.detector = FailureDetector(
             SaTable(), policy=policy if qcd else policy.with_(enabled=False), clock=net.now
         )
-        n = world.n
-        # the liveness check in flight per tunnel (retransmissions are bitwise identical, RFC
-        # 7296 §2.1): only its 17 sealed octets are kept, the rest is framed again from the
-        # tunnel's SPIs and Message ID
-        self.check_tail = np.zeros((n, codec.SEALED_TAIL), np.uint8)
-        self.has_check = np.zeros(n, bool)
         # IKE_SA_INIT nonces come from a keyed PRF of SPI-I (a key of this run's), so that a
         # retransmission is built again bitwise identical instead of kept per tunnel
         self._nonces = TokenMaker(os.urandom(32))
+        n = world.n
         # make-before-break: the old SA to delete once the new one is up (0: none)
         self.mbb_si = np.zeros(n, np.uint64)
         self.mbb_sr = np.zeros(n, np.uint64)
@@ -119,10 +114,10 @@ class GatewayA:
             return codec.plain_init(si, zero, response=False, nonces=self._nonces.tokens(si, zero, threads=1))
         if self.qcd:  # seed issue 198: the initiator's token matters too
             inner = codec.qcd_notifies(self.token_maker.tokens(si, sr, threads=1))
-            rows = codec.seal(w.a_key[ks], si, sr, exchange=wire.EXCHANGE_IKE_AUTH, message_id=1,
+            rows = codec.seal(w.keys(si, sr), si, sr, exchange=wire.EXCHANGE_IKE_AUTH, message_id=1,
                               initiator=True, response=False, inner_next=wire.PAYLOAD_NOTIFY, inner=inner)
         else:
-            rows = codec.seal(w.a_key[ks], si, sr, exchange=wire.EXCHANGE_IKE_AUTH, message_id=1,
+            rows = codec.seal(w.keys(si, sr), si, sr, exchange=wire.EXCHANGE_IKE_AUTH, message_id=1,
                               initiator=True, response=False)
         return rows
 
@@ -147,14 +142,13 @@ class GatewayA:
             self.establish(ks)  # start over with a new SA
 
     def _init_responses(self, ks: I64, spi_i: U64, spi_r: U64) -> I64:
-        """IKE_SA_INIT answered: derive the SA key; the tunnels to send IKE_AUTH on."""
+        """IKE_SA_INIT answered (the SA key follows from the SPIs: :meth:`World.keys`): the
+        tunnels to send IKE_AUTH on."""
         w = self.w
         ok = (w.state[ks] == INIT_SENT) & (w.spi_i[ks] == spi_i)
         ks, spi_i, spi_r = ks[ok], spi_i[ok], spi_r[ok]
         w.spi_r[ks] = spi_r
         self.peer.refresh(ks)
-        keys = codec.new_keys(len(ks))
-        w.a_key[ks] = keys
         w.state[ks] = AUTH_SENT
         w.mid[ks] = 2
         return ks
@@ -239,10 +233,8 @@ class GatewayA:
         mids = w.mid[ks].copy()
         w.mid[ks] = mids + 1
         si, sr = w.spi_i[ks], w.spi_r[ks]
-        rows = codec.seal(w.a_key[ks], si, sr, exchange=wire.EXCHANGE_INFORMATIONAL,
+        rows = codec.seal(w.keys(si, sr), si, sr, exchange=wire.EXCHANGE_INFORMATIONAL,
                           message_id=mids, initiator=True, response=False)
-        self.check_tail[ks] = rows[:, codec.SEALED_MIN - codec.SEALED_TAIL:]
-        self.has_check[ks] = True
         self.detector.requests_sent(si, sr, mids)
         w.state[ks] = CHECKING
         w.attempt[ks] = 0
@@ -251,15 +243,15 @@ class GatewayA:
 
     def check_datagrams(self, ks: I64) -> codec.U8:
         """The liveness requests in flight on tunnels ``ks`` (those that have one)."""
-        return self._check_rows(ks[self.has_check[ks]])
+        return self._check_rows(ks[self.w.state[ks] == CHECKING])
 
     def _check_rows(self, ks: I64) -> npt.NDArray[np.uint8]:
-        """The liveness checks in flight on tunnels ``ks`` (Message ID: the one before next)."""
+        """The liveness checks in flight on tunnels ``ks``, sealed again (Message ID: the one
+        before next): bitwise the first transmission."""
         w = self.w
-        rows = codec.frame(w.spi_i[ks], w.spi_r[ks], exchange=wire.EXCHANGE_INFORMATIONAL,
-                           message_id=w.mid[ks] - np.uint32(1), initiator=True, response=False)
-        rows[:, codec.SEALED_MIN - codec.SEALED_TAIL:] = self.check_tail[ks]
-        return rows
+        si, sr = w.spi_i[ks], w.spi_r[ks]
+        return codec.seal(w.keys(si, sr), si, sr, exchange=wire.EXCHANGE_INFORMATIONAL,
+                          message_id=w.mid[ks] - np.uint32(1), initiator=True, response=False)
 
     def _timeout(self, ks: I64, attempt: int) -> None:
         w = self.w
@@ -289,7 +281,6 @@ class GatewayA:
         si, sr = w.spi_i[ks], w.spi_r[ks]
         if self.peer.alive:  # the peer still had this SA: a healthy tunnel was torn down
             w.wrong += int(((self.peer.si[ks] == si) & (self.peer.sr[ks] == sr) & (sr != 0)).sum())
-        self.has_check[ks] = False
         w.state[ks] = DOWN
         w.rebuilds[ks] += 1
         if self.detector.policy.make_before_break and via != "timeout":
@@ -380,7 +371,8 @@ class GatewayA:
         for length in np.unique(h.length[sk]).tolist():
             idx = np.flatnonzero(sk & (h.length == length))
             k = ks[idx]
-            ok, inner_next, inner = codec.open_sealed(w.a_key[k], codec.gather(datagrams, idx, length))
+            ok, inner_next, inner = codec.open_sealed(w.keys(h.spi_i[idx], h.spi_r[idx]),
+                                                      codec.gather(datagrams, idx, length))
             idx, k, inner_next, inner = idx[ok], k[ok], inner_next[ok], inner[ok]
             auth = h.exchange[idx] == wire.EXCHANGE_IKE_AUTH
             if auth.any():
@@ -393,7 +385,6 @@ class GatewayA:
                 self.detector.responses_received(h.spi_i[o], h.spi_r[o], h.message_id[o])
                 checking = ko[w.state[ko] == CHECKING]
                 w.state[checking] = UP
-                self.has_check[checking] = False
                 self._answered.append(ko)
         judged = self.detector.judge_many(codec.pick_wire(datagrams, others), codec.pick(sources, others))
         if judged.restarted.any():  # PeerRestarted now (rfc6290), in datagram order
@@ -434,7 +425,7 @@ class GatewayA:
                 if int(w.spi_i[k]) != h.spi_i or int(w.spi_r[k]) != h.spi_r:
                     continue
                 try:
-                    _, inner_next, inner = _protect.open_sealed(bytes(w.a_key[k]), d)
+                    _, inner_next, inner = _protect.open_sealed(w.key(h.spi_i, h.spi_r), d)
                 except _protect.Unreadable:
                     continue
                 if h.exchange == wire.EXCHANGE_IKE_AUTH:
@@ -451,7 +442,6 @@ class GatewayA:
                     self.detector.response_received(h.spi_i, h.spi_r, h.message_id)
                     if w.state[k] == CHECKING:
                         w.state[k] = UP
-                        self.has_check[k] = False
                     self._answered.append(one)
                 continue
             verdict = self.detector.receive(d, src)

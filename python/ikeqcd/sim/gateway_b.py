@@ -18,7 +18,6 @@ import numpy as np
 import numpy.typing as npt
 
 from ikeqcd import _protect, wire
-from ikeqcd._core import SaTable
 from ikeqcd.errors import MalformedMessage
 from ikeqcd.maker import TokenResponder
 from ikeqcd.policy import MakerPolicy
@@ -93,16 +92,17 @@ class GatewayB:
         store = SecretStore(self.store_path)
         store.load()  # non-volatile: the same secret as before the crash
         self.maker = store.maker()
-        self.table = SaTable()  # B's live SAs (A's tokens), what §9.2 checks against
         n = self.w.n
         # what this gateway knows, per tunnel slot: the SA's SPIs and whether IKE_AUTH is done
+        # (its SA database: :meth:`contains_many` is the live check §9.2 asks for). B never
+        # acts as a token taker here, so it does not keep the tokens A sends in IKE_AUTH.
         self.si = np.zeros(n, np.uint64)
         self.sr = np.zeros(n, np.uint64)
         self.authed = np.zeros(n, bool)
         # knows_many's answer per tunnel, kept current by refresh() wherever B's or A's SPIs
         # or B's IKE_AUTH state change (one gather per traffic batch instead of five)
         self.ok = np.zeros(n, bool)
-        live: Any = self.cluster_live if self.cluster_live is not None else self.table
+        live: Any = self.cluster_live if self.cluster_live is not None else self
         policy = self.maker_policy if self.qcd else self.maker_policy.with_(enabled=False)
         self.responder = TokenResponder(self.maker, live=live, policy=policy, clock=self.net.now)
         # the tunnels whose peer does not speak QCD answer as plain RFC 7296
@@ -119,7 +119,6 @@ class GatewayB:
         self.ok[:] = False
         if self.lost is not None:
             self.lost(None)
-        self.table.clear()
 
     def reboot(self) -> None:
         self._boot()
@@ -137,6 +136,22 @@ class GatewayB:
         self._bucket = [tokens - take, now]
         self.init_dropped += n - take
         return take
+
+    def contains_many(self, spi_i: npt.NDArray[np.uint64], spi_r: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+        """Which SPI pairs are live SAs of this gateway (IKE_AUTH done): the responder's
+        §9.2 live check, against the slot each SPI-I names."""
+        ks = (spi_i & np.uint64(IDX_MASK)).astype(np.int64)
+        inside = ks < self.w.n
+        k = np.where(inside, ks, 0)
+        live: npt.NDArray[np.bool_] = inside & self.authed[k] & (self.si[k] == spi_i) & (self.sr[k] == spi_r)
+        return live
+
+    def __contains__(self, pair: object) -> bool:
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            return False
+        spi_i, spi_r = pair
+        k = k_of(spi_i)
+        return k < self.w.n and bool(self.authed[k]) and self.knows(k, spi_i, spi_r)
 
     def knows(self, k: int, spi_i: int, spi_r: int) -> bool:
         return int(self.si[k]) == spi_i and int(self.sr[k]) == spi_r and spi_r != 0
@@ -240,18 +255,14 @@ class GatewayB:
     def _sealed_requests(self, datagrams: codec.Wire, idx: npt.NDArray[np.intp], length: int,
                          h: codec.Headers, ks: npt.NDArray[np.int64], out: _Replies) -> None:
         k = ks[idx]
-        keys = self.w.a_key[k]  # the IKE_SA_INIT outcome both sides derived
-        ok, inner_next, inner = codec.open_sealed(keys, codec.gather(datagrams, idx, length))
+        keys = self.w.keys(h.spi_i[idx], h.spi_r[idx])  # the IKE_SA_INIT outcome both sides derived
+        ok, _, _ = codec.open_sealed(keys, codec.gather(datagrams, idx, length))
         # §9.2: a live SA's SPIs never get a token, whatever the content: unreadable ones drop
-        idx, k, keys, inner_next, inner = idx[ok], k[ok], keys[ok], inner_next[ok], inner[ok]
+        idx, k, keys = idx[ok], k[ok], keys[ok]
         si, sr, ex, mid = h.spi_i[idx], h.spi_r[idx], h.exchange[idx], h.message_id[idx]
         auth = ex == wire.EXCHANGE_IKE_AUTH
         if auth.any():
             a = np.flatnonzero(auth)
-            has, toks = codec.tokens_in(inner_next[a], inner[a])
-            # a peer that sends no token is still a live SA for §9.2 (a placeholder token)
-            toks[~has] = codec.filler(int((~has).sum()), 32)
-            self.table.insert_many(si[a], sr[a], toks, now=self.net.now())
             if self.publish is not None:
                 self.publish.add_many(si[a], sr[a])
             self.authed[k[a]] = True
@@ -320,19 +331,14 @@ class GatewayB:
                 unknown.append(d)
                 unknown_src.append(src)
                 continue
-            key = bytes(self.w.a_key[k])
+            key = self.w.key(h.spi_i, h.spi_r)
             try:
-                _, inner_next, inner = _protect.open_sealed(key, d)
+                _protect.open_sealed(key, d)
             except (_protect.Unreadable, MalformedMessage):
                 continue
             reply_inner = b""
             reply_next = wire.PAYLOAD_NONE
             if h.exchange == wire.EXCHANGE_IKE_AUTH:
-                token = os.urandom(32)
-                for nt in _protect.inner_notifies(inner_next, inner):
-                    if nt.notify_type == wire.NOTIFY_QCD_TOKEN:
-                        token = nt.data
-                self.table.insert(h.spi_i, h.spi_r, token, now=self.net.now())
                 added.append((h.spi_i, h.spi_r))
                 self.authed[k] = True
                 self.refresh(np.array([k], np.int64))

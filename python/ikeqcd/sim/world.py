@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import numpy.typing as npt
 
 from ikeqcd import _protect
+from ikeqcd._core import TokenMaker
 
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
@@ -22,7 +25,10 @@ class World:
         self.spi_i = np.zeros(n, np.uint64)
         self.spi_r = np.zeros(n, np.uint64)
         self.state = np.full(n, NONE, np.int8)
-        self.a_key = np.zeros((n, _protect.KEY_LEN), np.uint8)
+        # the SA keys both sides derive from IKE_SA_INIT: a keyed PRF of the SPI pair under a
+        # secret of this run (RFC 7296 §2.14 derives them from the SPIs and the exchange), so
+        # that no key is kept per tunnel
+        self._kdf = TokenMaker(os.urandom(32))
         self.mid = np.zeros(n, np.uint32)  # A's next request Message ID on the current SA
         self.attempt = np.zeros(n, np.int16)
         self.detect_t = np.full(n, np.nan)
@@ -48,6 +54,15 @@ class World:
         pos = np.arange(len(ks), dtype=np.int32)
         self._mark[ks] = pos
         return bool((self._mark[ks] == pos).all())
+
+    def keys(self, spi_i: U64, spi_r: U64) -> npt.NDArray[np.uint8]:
+        """The 20-octet SA keys of the SAs ``(spi_i, spi_r)``, one row each."""
+        keys: npt.NDArray[np.uint8] = self._kdf.tokens(spi_i, spi_r, threads=1)[:, :_protect.KEY_LEN]
+        return keys
+
+    def key(self, spi_i: int, spi_r: int) -> bytes:
+        """One SA's key (:meth:`keys`)."""
+        return self._kdf.token(spi_i, spi_r)[:_protect.KEY_LEN]
 
     def new_spi_i(self, ks: npt.NDArray[np.int64]) -> U64:
         hi = self.rng.integers(1, 2**32, len(ks), dtype=np.uint64)
